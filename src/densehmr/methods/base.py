@@ -1,0 +1,242 @@
+"""The LightningModule every method derives from.
+
+A method implements three things and nothing else:
+- `forward(image) -> dict` of raw network outputs;
+- `loss_terms(out, batch) -> dict[name, scalar]` of *unweighted* loss terms; only terms whose weight in
+  `loss_weights` is non-zero are asked for (`self.active(name)`), so a weight of 0 removes a term;
+- `predict(out, batch) -> Prediction`: what it has of DESIGN's prediction interface
+  (`iuv` (B,3,H,W) I,U,V per crop pixel; `mask` (B,H,W); `verts` (B,V,3) metres, camera frame, full mesh;
+  `kp2d` (B,17,3) COCO-17 crop px + score), plus optional extra IUV predictions under other metric prefixes.
+The base does the rest: weighting and logging each term, optimizers, shared metrics, pictures.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from densehmr.body import Body, load_body
+from densehmr.metrics import DensePoseAP, KeypointAP, MaskIoU, MeshError
+
+
+@dataclass
+class Prediction:
+    """DESIGN's prediction interface; a method fills what it has."""
+
+    iuv: Tensor | None = None
+    mask: Tensor | None = None
+    verts: Tensor | None = None
+    kp2d: Tensor | None = None
+    extra_iuv: dict[str, Tensor] = field(default_factory=dict)  # metric prefix -> (B,3,H,W)
+
+
+class BaseMethod(pl.LightningModule, ABC):
+    """Shared training/validation logic. Subclasses build their network in __init__."""
+
+    name = "base"
+
+    def __init__(
+        self,
+        body: Mapping | None = None,
+        loss_weights: Mapping[str, float] | None = None,
+        optimizer: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        image_size: tuple[int, int] = (128, 128),
+        log_images_every_n_steps: int = 200,
+        densepose_kappa: str = "per_part",
+    ) -> None:
+        super().__init__()
+        body_cfg = dict(body or {"name": "open"})
+        self.body: Body = load_body(body_cfg.pop("name", "open"), **body_cfg)
+        self.loss_weights = {k: float(v) for k, v in (loss_weights or {}).items()}
+        self.optimizer_cfg = dict(optimizer or {"name": "adam", "lr": 1e-4})
+        self.scheduler_cfg = dict(scheduler or {})
+        self.image_size = tuple(image_size)
+        self.log_images_every_n_steps = log_images_every_n_steps
+        self.densepose_kappa = densepose_kappa
+        self._metrics: torch.nn.ModuleDict | None = None
+        self._gt_body = None
+
+    # ----------------------------------------------------------------- to implement
+    @abstractmethod
+    def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
+        """Unweighted scalar loss terms, only those with a non-zero weight (see `active`)."""
+
+    @abstractmethod
+    def predict(self, out: dict, batch: dict) -> Prediction:
+        """DESIGN's prediction interface from the raw outputs."""
+
+    # ----------------------------------------------------------------- shared
+    def active(self, term: str) -> bool:
+        return self.loss_weights.get(term, 0.0) != 0.0
+
+    def compute_loss(self, out: dict, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total weighted loss and each weighted term (for logging)."""
+        terms = self.loss_terms(out, batch)
+        unknown = set(terms) - set(self.loss_weights)
+        if unknown:
+            raise KeyError(f"{self.name}: loss terms without a weight in config: {sorted(unknown)}")
+        weighted = {k: self.loss_weights[k] * v for k, v in terms.items() if self.active(k)}
+        total = torch.stack(list(weighted.values())).sum() if weighted else self.image_anchor(out)
+        return total, weighted
+
+    @staticmethod
+    def image_anchor(out: dict) -> Tensor:
+        """A zero that keeps the graph connected when every term is ablated."""
+        return sum(v.sum() * 0.0 for v in out.values() if isinstance(v, Tensor) and v.requires_grad)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        self.complete_batch(batch)
+        out = self(batch["image"])
+        total, weighted = self.compute_loss(out, batch)
+        bs = batch["image"].shape[0]
+        for k, v in weighted.items():
+            self.log(f"train/loss_{k}", v, batch_size=bs)
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        if self.log_images_every_n_steps and self.global_step % self.log_images_every_n_steps == 0:
+            self.log_pictures(out, batch, "train")
+        return total
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def _eval_step(self, batch: dict, batch_idx: int, stage: str) -> None:
+        self.complete_batch(batch)
+        out = self(batch["image"])
+        total, _ = self.compute_loss(out, batch)
+        self.log(f"{stage}/loss", total, batch_size=batch["image"].shape[0], sync_dist=True)
+        pred = self.predict(out, batch)
+        self.update_metrics(pred, batch)
+        if batch_idx == 0:
+            self.log_pictures(out, batch, stage, pred)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_metrics("test")
+
+    # ----------------------------------------------------------------- metrics
+    def metrics(self) -> torch.nn.ModuleDict:
+        if self._metrics is None:
+            geo = self.body.geodesic
+            self._metrics = torch.nn.ModuleDict(
+                {
+                    "densepose": DensePoseAP(geo, kappa=self.densepose_kappa),
+                    "keypoints": KeypointAP(),
+                    "mesh": MeshError(self.body.regressors["h36m17"]),
+                    "mask": MaskIoU(),
+                }
+            ).to(self.device)
+        return self._metrics
+
+    def extra_metric(self, prefix: str) -> DensePoseAP:
+        key = prefix.replace("/", "__")
+        m = self.metrics()
+        if key not in m:
+            m[key] = DensePoseAP(self.body.geodesic, kappa=self.densepose_kappa).to(self.device)
+        return m[key]
+
+    def update_metrics(self, pred: Prediction, batch: dict) -> None:
+        m = self.metrics()
+        dp_args = dict(
+            dp_xy=batch["dp_xy"], dp_I=batch["dp_I"], dp_U=batch["dp_U"], dp_V=batch["dp_V"],
+            dp_valid=batch["dp_valid"], gt_mask=batch["mask"] > 0.5, bbox=batch["bbox"], has_dp=batch["has_dp"],
+        )
+        if pred.iuv is not None:
+            m["densepose"].update_crops(pred.iuv, **dp_args)
+        for prefix, iuv in pred.extra_iuv.items():
+            self.extra_metric(prefix).update_crops(iuv, **dp_args)
+        if pred.mask is not None:
+            keep = batch["has_mask"]
+            if keep.any():
+                m["mask"].update(pred.mask[keep] > 0.5, batch["mask"][keep] > 0.5)
+        if pred.kp2d is not None:
+            m["keypoints"].update_crops(pred.kp2d, batch["kp2d"], batch["bbox"], batch["area"], batch["has_kp2d"])
+        if pred.verts is not None and batch["has_smpl"].any():
+            keep = batch["has_smpl"]
+            m["mesh"].update(pred.verts[keep], batch["verts"][keep])
+
+    def log_metrics(self, stage: str) -> dict[str, float]:
+        """Compute, log under DESIGN's keys, reset. Returns the flat dict."""
+        m = self.metrics()
+        flat: dict[str, float] = {}
+        for key, metric in m.items():
+            if not metric.update_called:
+                continue
+            prefix = key.replace("__", "/")
+            values = metric.compute()
+            for name, value in _flatten(values).items():
+                flat[f"{prefix}/{name}"] = float(value)
+            metric.reset()
+        # Test metrics carry DESIGN's bare keys (densepose/gps_ap, ...); validation ones a `val/` prefix.
+        keyed = {(k if stage == "test" else f"{stage}/{k}"): v for k, v in flat.items()}
+        for k, v in keyed.items():
+            self.log(k, v)
+        self.last_metrics = {**getattr(self, "last_metrics", {}), **keyed}
+        return flat
+
+    # ----------------------------------------------------------------- ground truth on device
+    def complete_batch(self, batch: dict) -> None:
+        """Add `verts` (B,V,3) camera-frame GT vertices from the SMPL-format parameters, on device."""
+        if "verts" in batch or "betas" not in batch:
+            return
+        if self._gt_body is None:
+            from densehmr.body.smpl_layout import make_smplx
+
+            self._gt_body = make_smplx(self.body.model_file, self.body.vertex_ids).to(self.device)
+        with torch.no_grad():
+            out = self._gt_body(
+                betas=batch["betas"].float(), body_pose=batch["body_pose"].float(),
+                global_orient=batch["global_orient"].float(),
+            )
+        batch["verts"] = out.vertices + batch["cam_t"][:, None].float()
+
+    # ----------------------------------------------------------------- optim
+    def configure_optimizers(self):
+        cfg = dict(self.optimizer_cfg)
+        name = cfg.pop("name", "adam").lower()
+        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
+        optimizer = opt_cls(self.parameters(), **cfg)
+        if not self.scheduler_cfg:
+            return optimizer
+        sch = dict(self.scheduler_cfg)
+        kind = sch.pop("name")
+        if kind == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=self.trainer.estimated_stepping_batches, eta_min=sch.get("eta_min", 0.0)
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        if kind == "step":
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=sch["milestones"], gamma=sch["gamma"])
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        raise ValueError(f"unknown scheduler {kind!r}: expected cosine or step")
+
+    # ----------------------------------------------------------------- pictures
+    def log_pictures(self, out: dict, batch: dict, stage: str, pred: Prediction | None = None) -> None:
+        """Methods override `pictures` to return name -> (H,W,3) uint8 images; logged if a logger takes them."""
+        if self.logger is None or not hasattr(self, "pictures"):
+            return
+        with torch.no_grad():
+            pred = pred if pred is not None else self.predict(out, batch)
+            images = self.pictures(out, batch, pred)
+        from densehmr.viz.logging import log_images
+
+        log_images(self, images, stage)
+
+
+def _flatten(values, prefix: str = "") -> dict[str, Tensor]:
+    if isinstance(values, Mapping):
+        out = {}
+        for k, v in values.items():
+            out.update(_flatten(v, f"{prefix}{k}/" if isinstance(v, Mapping) else f"{prefix}{k}"))
+        return out
+    return {prefix.rstrip("/"): values}

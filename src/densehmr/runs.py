@@ -1,0 +1,88 @@
+"""Building a run from its config: data, method, logger, trainer; run folders and metrics.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from densehmr.body.smpl_layout import atomic_write_bytes
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message is one line for the user."""
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    return instantiate(
+        cfg.data,
+        image_size=list(cfg.image_size),
+        batch_size=cfg.method.batch_size,
+        body=OmegaConf.to_container(cfg.body, resolve=True),
+        _recursive_=False,
+    )
+
+
+def build_method(cfg: DictConfig) -> pl.LightningModule:
+    name = cfg.method.name
+    options = OmegaConf.to_container(cfg.get(name, {}) or {}, resolve=True)
+    return instantiate(
+        cfg.method.module,
+        body=OmegaConf.to_container(cfg.body, resolve=True),
+        backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
+        image_size=list(cfg.image_size),
+        **options,
+        _recursive_=False,
+    )
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    kind = cfg.logger.kind
+    if kind == "none":
+        return False
+    if kind == "csv":
+        return pl.loggers.CSVLogger(save_dir=str(run_dir), name="", version="")
+    if kind == "wandb":
+        # Offline unless credentials exist: a run must never prompt or block on the network.
+        have_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").exists()
+        mode = os.environ.get("WANDB_MODE") or ("online" if have_key else "offline")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        return pl.loggers.WandbLogger(
+            project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(run_dir),
+            name=f"{cfg.method.name}-{Path(run_dir).name}", tags=list(cfg.logger.tags), offline=mode != "online",
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+    raise ConfigError(f"unknown logger kind {kind!r}: expected wandb, csv or none")
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, logger) -> pl.Trainer:
+    checkpoints = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=1)
+    return instantiate(
+        cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=[checkpoints],
+        enable_progress_bar=True,
+    )
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make `<method>/latest` a relative symlink to this run (replaced atomically)."""
+    link = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, link)
+
+
+def write_metrics(run_dir: Path, model: pl.LightningModule, metrics: dict[str, float]) -> Path:
+    """metrics.json: the test metrics under DESIGN's keys, validation ones under `val/`, and protocols."""
+    payload = {k: float(v) for k, v in sorted(metrics.items())}
+    mesh = getattr(model, "metrics", lambda: {})().get("mesh") if hasattr(model, "metrics") else None
+    if mesh is not None and hasattr(mesh, "protocol"):
+        payload["mesh/protocol"] = mesh.protocol
+    path = run_dir / "metrics.json"
+    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+    return path

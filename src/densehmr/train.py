@@ -1,0 +1,62 @@
+"""Train and evaluate one method: `python -m densehmr.train method=<m> [hydra overrides]`.
+
+A run lands in `runs/<method>/<run-id>/` with `config.yaml`, `metrics.json`, `checkpoints/` and figures;
+`runs/<method>/latest` points at the newest run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from densehmr.runs import (
+    ConfigError,
+    build_datamodule,
+    build_logger,
+    build_method,
+    build_trainer,
+    point_latest,
+    write_metrics,
+)
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; returns the final metrics (also in metrics.json)."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    point_latest(run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = build_datamodule(cfg)
+    model = build_method(cfg)
+    logger = build_logger(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, logger)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = dict(getattr(model, "last_metrics", {}))
+    if cfg.test_after_fit:
+        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None)
+        metrics.update(getattr(model, "last_metrics", {}))
+    if trainer.is_global_zero:
+        write_metrics(run_dir, model, metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
