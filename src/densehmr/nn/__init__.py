@@ -1,0 +1,1 @@
+"""Neural network building blocks: image backbones and method heads."""

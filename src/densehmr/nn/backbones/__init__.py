@@ -1,0 +1,45 @@
+"""Image backbones returning feature maps at strides 4, 8, 16, 32, built by name.
+
+Parameter names follow torchvision (ResNet, MobileNet) and the official HRNet code, so published
+ImageNet / pose checkpoints load from a local path with load_backbone_weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from densehmr.nn.backbones.base import Backbone
+from densehmr.nn.backbones.hrnet import HRNet, hrnet_w32, hrnet_w48
+from densehmr.nn.backbones.mobilenet import MobileNetV2, MobileNetV3Large, mobilenet_v2, mobilenet_v3_large
+from densehmr.nn.backbones.resnet import ResNet, resnet18, resnet34, resnet50
+from densehmr.nn.backbones.weights import load_backbone_weights, read_state_dict
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+    "mobilenet_v3_large": mobilenet_v3_large,
+    "mobilenet_v2": mobilenet_v2,
+    "hrnet_w32": hrnet_w32,
+    "hrnet_w48": hrnet_w48,
+}
+
+
+def build_backbone(name: str, weights: str | Path | None = None, **kwargs) -> Backbone:
+    """Backbone `name` (a key of BACKBONES), optionally loaded from the local checkpoint `weights`.
+
+    kwargs go to the constructor: norm_eval (all), classifier (ResNet, MobileNet), pose_layout (HRNet).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    model = BACKBONES[name](**kwargs)
+    if weights is not None:
+        load_backbone_weights(model, weights)
+    return model
+
+
+__all__ = [
+    "BACKBONES", "Backbone", "HRNet", "MobileNetV2", "MobileNetV3Large", "ResNet", "build_backbone",
+    "load_backbone_weights", "read_state_dict",
+]

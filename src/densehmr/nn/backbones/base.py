@@ -1,0 +1,34 @@
+"""What every backbone shares: multi-scale outputs and optionally frozen normalization statistics."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """An image encoder returning feature maps at several strides.
+
+    Input: (B, 3, H, W) RGB normalized with the ImageNet mean and std.
+    Output of forward: a list of (B, out_channels[k], ceil(H / out_strides[k]), ceil(W / out_strides[k])).
+
+    norm_eval: keep every BatchNorm in eval mode while training, so its running statistics stay those
+    of the pretrained weights (useful for the small per-GPU batches of dense heads).
+    head_prefixes: state-dict prefixes of the classification heads found in published checkpoints of
+    this architecture; load_backbone_weights drops them when the model does not have them.
+    """
+
+    head_prefixes: tuple[str, ...] = ()
+
+    def __init__(self, out_channels: list[int], out_strides: list[int], norm_eval: bool = False) -> None:
+        super().__init__()
+        self.out_channels = list(out_channels)
+        self.out_strides = list(out_strides)
+        self.norm_eval = norm_eval
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
