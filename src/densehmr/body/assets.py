@@ -133,7 +133,7 @@ class GeodesicEval:
         i, j = self.transform[a], self.transform[b]
         lo, hi = torch.minimum(i, j), torch.maximum(i, j)
         k = (hi * (hi - 1)) // 2 + lo
-        d = self.pdist[k.clamp(min=0)]
+        d = self.pdist[k.clamp(0, self.pdist.numel() - 1)]  # i == j indexes past the end; masked below
         return torch.where(hi == lo, torch.zeros_like(d), d)
 
 

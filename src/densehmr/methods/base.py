@@ -24,6 +24,10 @@ from densehmr.body import Body, load_body
 from densehmr.metrics import DensePoseAP, KeypointAP, MaskIoU, MeshError
 
 
+# Metrics whose compute() is one number, and the name DESIGN gives it.
+_SCALAR_METRIC_NAMES = {"mask": "iou"}
+
+
 @dataclass
 class Prediction:
     """DESIGN's prediction interface; a method fills what it has."""
@@ -174,6 +178,8 @@ class BaseMethod(pl.LightningModule, ABC):
                 continue
             prefix = key.replace("__", "/")
             values = metric.compute()
+            if not isinstance(values, Mapping):
+                values = {_SCALAR_METRIC_NAMES.get(key, "value"): values}
             for name, value in _flatten(values).items():
                 flat[f"{prefix}/{name}"] = float(value)
             metric.reset()
