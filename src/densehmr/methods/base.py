@@ -63,7 +63,8 @@ class BaseMethod(pl.LightningModule, ABC):
         self.log_images_every_n_steps = log_images_every_n_steps
         self.densepose_kappa = densepose_kappa
         self._metrics: torch.nn.ModuleDict | None = None
-        self._gt_body = None
+        # The GT body model lives outside module registration so checkpoints never depend on it.
+        self._gt_body: list = []
 
     # ----------------------------------------------------------------- to implement
     @abstractmethod
@@ -75,6 +76,10 @@ class BaseMethod(pl.LightningModule, ABC):
         """DESIGN's prediction interface from the raw outputs."""
 
     # ----------------------------------------------------------------- shared
+    def network_input(self, batch: dict) -> Tensor:
+        """What `forward` receives: the image (B,3,H,W); methods with extra input channels override."""
+        return batch["image"]
+
     def active(self, term: str) -> bool:
         return self.loss_weights.get(term, 0.0) != 0.0
 
@@ -95,7 +100,7 @@ class BaseMethod(pl.LightningModule, ABC):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         self.complete_batch(batch)
-        out = self(batch["image"])
+        out = self(self.network_input(batch))
         total, weighted = self.compute_loss(out, batch)
         bs = batch["image"].shape[0]
         for k, v in weighted.items():
@@ -113,7 +118,7 @@ class BaseMethod(pl.LightningModule, ABC):
 
     def _eval_step(self, batch: dict, batch_idx: int, stage: str) -> None:
         self.complete_batch(batch)
-        out = self(batch["image"])
+        out = self(self.network_input(batch))
         total, _ = self.compute_loss(out, batch)
         self.log(f"{stage}/loss", total, batch_size=batch["image"].shape[0], sync_dist=True)
         pred = self.predict(out, batch)
@@ -194,12 +199,12 @@ class BaseMethod(pl.LightningModule, ABC):
         """Add `verts` (B,V,3) camera-frame GT vertices from the SMPL-format parameters, on device."""
         if "verts" in batch or "betas" not in batch:
             return
-        if self._gt_body is None:
+        if not self._gt_body or self._gt_body[0].v_template.device != self.device:
             from densehmr.body.smpl_layout import make_smplx
 
-            self._gt_body = make_smplx(self.body.model_file, self.body.vertex_ids).to(self.device)
+            self._gt_body[:] = [make_smplx(self.body.model_file, self.body.vertex_ids).to(self.device)]
         with torch.no_grad():
-            out = self._gt_body(
+            out = self._gt_body[0](
                 betas=batch["betas"].float(), body_pose=batch["body_pose"].float(),
                 global_orient=batch["global_orient"].float(),
             )

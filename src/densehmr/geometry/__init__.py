@@ -1,0 +1,1 @@
+"""Differentiable geometry shared by the methods: soft-argmax, rotations, UV decoding."""

@@ -1,0 +1,1 @@
+"""Network heads on top of the backbones (DensePose, VertexPose, lifting, HMR, PyMAF)."""
