@@ -1,0 +1,190 @@
+"""DenseReg / DensePose-RCNN: per-pixel part classification and per-part U, V regression on a crop.
+
+Loss terms (config `loss_weights`): `part_ce` (parts at annotated points), `uv` (smooth-L1 on U, V of
+the true part; in quantized mode on the in-bin residuals), `uv_bin` (quantized mode only: bin
+cross-entropy), `coarse_seg` (person mask, or DensePose's 14 coarse parts with 15 channels).
+Regression `direct` (DensePose-RCNN) or `quantized` (DenseReg: K bins per part and coordinate plus a
+residual, decoded `hard` or `soft`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from densehmr.body.assets import NUM_PARTS
+from densehmr.losses.densepose import (
+    coarse_segmentation_ce,
+    part_cross_entropy,
+    quantized_uv_losses,
+    uv_smooth_l1,
+)
+from densehmr.losses.quantize import DECODE_MODES, decode
+from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.nn.backbones import build_backbone
+from densehmr.nn.heads.densepose_head import DensePoseHead
+from densehmr.render import PerspectiveCamera, mesh_to_iuv
+from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, points_to_iuv, side_by_side
+
+REGRESSIONS = ("direct", "quantized")
+COARSE_CLASSES = (2, 15)
+PICTURE_SAMPLES = 4
+
+
+class DenseReg(BaseMethod):
+    """DensePose-RCNN-style dense correspondence on person crops."""
+
+    name = "densereg"
+
+    def __init__(
+        self,
+        body: Mapping | None = None,
+        backbone: Mapping | None = None,
+        image_size: tuple[int, int] = (128, 128),
+        loss_weights: Mapping[str, float] | None = None,
+        optimizer: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        regression: str = "direct",
+        num_bins: int = 8,
+        decode: str = "hard",
+        head_width: int = 512,
+        head_convs: int = 8,
+        feature_stride: int = 8,
+        output_resolution: str = "stride",
+        coarse_classes: int = 2,
+        smooth_l1_beta: float = 1.0,
+        log_images_every_n_steps: int = 200,
+        densepose_kappa: str = "per_part",
+    ) -> None:
+        super().__init__(
+            body=body, loss_weights=loss_weights, optimizer=optimizer, scheduler=scheduler,
+            image_size=image_size, log_images_every_n_steps=log_images_every_n_steps,
+            densepose_kappa=densepose_kappa,
+        )
+        if regression not in REGRESSIONS:
+            raise ValueError(f"regression must be one of {REGRESSIONS}, got {regression!r}")
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+        if coarse_classes not in COARSE_CLASSES:
+            raise ValueError(f"coarse_classes must be one of {COARSE_CLASSES}, got {coarse_classes}")
+        if num_bins < 1:
+            raise ValueError(f"num_bins must be positive, got {num_bins}")
+        self.save_hyperparameters()
+        self.regression = regression
+        self.num_bins = num_bins
+        self.decode_mode = decode
+        self.coarse_classes = coarse_classes
+        self.smooth_l1_beta = smooth_l1_beta
+
+        backbone_cfg = dict(backbone or {"name": "resnet18"})
+        self.backbone = build_backbone(backbone_cfg.pop("name"), **backbone_cfg)
+        parts = NUM_PARTS + 1
+        outputs = {"part_logits": parts, "coarse_logits": coarse_classes}
+        if regression == "direct":
+            outputs.update(u=parts, v=parts)
+        else:
+            per_map = parts * num_bins
+            outputs.update(u_bins=per_map, u_res=per_map, v_bins=per_map, v_res=per_map)
+        self.head = DensePoseHead(
+            self.backbone.out_channels, self.backbone.out_strides, outputs, feature_stride=feature_stride,
+            width=head_width, num_convs=head_convs, output_resolution=output_resolution,
+        )
+
+    def forward(self, image: Tensor) -> dict[str, Tensor]:
+        """image (B, 3, H, W) -> part_logits (B, 25, h, w), coarse_logits (B, C, h, w) and either
+        u, v (B, 25, h, w) or u_bins, u_res, v_bins, v_res (B, 25, K, h, w)."""
+        out = self.head(self.backbone(image), tuple(image.shape[-2:]))
+        if self.regression == "quantized":
+            for key in ("u_bins", "u_res", "v_bins", "v_res"):
+                b, _, h, w = out[key].shape
+                out[key] = out[key].view(b, NUM_PARTS + 1, self.num_bins, h, w)
+        return out
+
+    def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
+        size = tuple(batch["image"].shape[-2:])
+        valid = batch["dp_valid"] & batch["has_dp"][:, None]
+        points = dict(xy=batch["dp_xy"], part=batch["dp_I"], valid=valid, image_size=size)
+        terms: dict[str, Tensor] = {}
+        if self.active("part_ce"):
+            terms["part_ce"] = part_cross_entropy(out["part_logits"], **points)
+        if self.regression == "direct" and self.active("uv"):
+            terms["uv"] = uv_smooth_l1(
+                out["u"], out["v"], u=batch["dp_U"], v=batch["dp_V"], beta=self.smooth_l1_beta, **points
+            )
+        if self.regression == "quantized" and (self.active("uv") or self.active("uv_bin")):
+            bin_ce, residual = quantized_uv_losses(
+                out["u_bins"], out["u_res"], out["v_bins"], out["v_res"], u=batch["dp_U"], v=batch["dp_V"],
+                beta=self.smooth_l1_beta, **points,
+            )
+            if self.active("uv_bin"):
+                terms["uv_bin"] = bin_ce
+            if self.active("uv"):
+                terms["uv"] = residual
+        if self.active("coarse_seg"):
+            if self.coarse_classes == 2:
+                labels, keep = batch["mask"] > 0.5, batch["has_mask"]
+            else:
+                labels, keep = batch["mask_parts"], batch["has_mask_parts"]
+            terms["coarse_seg"] = coarse_segmentation_ce(out["coarse_logits"], labels, keep)
+        return terms
+
+    def decoded_uv(self, out: dict) -> tuple[Tensor, Tensor]:
+        """U and V (B, 25, h, w) of every part at the output resolution."""
+        if self.regression == "direct":
+            return out["u"], out["v"]
+        return (
+            decode(out["u_bins"], out["u_res"], self.decode_mode, dim=2),
+            decode(out["v_bins"], out["v_res"], self.decode_mode, dim=2),
+        )
+
+    def predict(self, out: dict, batch: dict) -> Prediction:
+        """IUV (B, 3, H, W) at crop resolution: I = arg-max part where the coarse segmentation says
+        person (else 0), U, V of that part; mask (B, H, W) float, the coarse person segmentation."""
+        size = tuple(batch["image"].shape[-2:])
+        u, v = self.decoded_uv(out)
+        maps = torch.cat([out["part_logits"], out["coarse_logits"], u, v], 1)
+        if maps.shape[-2:] != size:
+            maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+        parts = NUM_PARTS + 1
+        part_logits, coarse, u, v = maps.split([parts, self.coarse_classes, parts, parts], 1)
+        person = coarse.argmax(1) > 0
+        part = part_logits.argmax(1) * person
+        index = part[:, None]
+        fg = part > 0
+        u = torch.where(fg, u.gather(1, index)[:, 0].clamp(0, 1), 0.0)
+        v = torch.where(fg, v.gather(1, index)[:, 0].clamp(0, 1), 0.0)
+        iuv = torch.stack([part.to(u.dtype), u, v], 1)
+        return Prediction(iuv=iuv, mask=person.to(u.dtype))
+
+    def pictures(self, out: dict, batch: dict, pred: Prediction) -> dict[str, np.ndarray]:
+        """One picture, a row per sample: the image, the ground truth (the GT mesh rendered with the
+        body's charts when the sample has one and a camera, else its annotated points), the prediction."""
+        n = min(PICTURE_SAMPLES, batch["image"].shape[0])
+        size = tuple(batch["image"].shape[-2:])
+        gt = self._ground_truth_iuv(batch, n, size)
+        rows = [
+            side_by_side([denormalize_image(batch["image"][i]), iuv_to_rgb(gt[i]), iuv_to_rgb(pred.iuv[i])])
+            for i in range(n)
+        ]
+        return {"iuv": np.concatenate(rows, axis=0)}
+
+    def _ground_truth_iuv(self, batch: dict, n: int, size: tuple[int, int]) -> Tensor:
+        """(n, 3, H, W) CPU IUV maps of the first n samples' ground truth."""
+        gt = torch.stack([
+            points_to_iuv(
+                batch["dp_xy"][i][batch["dp_valid"][i]], batch["dp_I"][i][batch["dp_valid"][i]],
+                batch["dp_U"][i][batch["dp_valid"][i]], batch["dp_V"][i][batch["dp_valid"][i]], size,
+            )
+            for i in range(n)
+        ])
+        rendered = batch["has_smpl"][:n] & batch.get("has_cam", batch["has_smpl"])[:n]
+        if "verts" in batch and rendered.any():
+            keep = rendered.nonzero().squeeze(1)
+            k = batch["cam_K"][keep].float()
+            camera = PerspectiveCamera(torch.stack([k[:, 0, 0], k[:, 1, 1]], -1), k[:, :2, 2])
+            gt[keep.cpu()] = mesh_to_iuv(batch["verts"][keep].float(), self.body.charts, camera, size).cpu()
+        return gt

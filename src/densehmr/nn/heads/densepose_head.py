@@ -1,0 +1,85 @@
+"""DensePose-RCNN's head on a whole-crop feature map (no ROI pooling, no FPN).
+
+features at strides >= `feature_stride` -> 1x1 lateral convs, upsampled to that stride and summed
+-> num_convs x (3x3 conv, width, ReLU) -> 4x4 deconv, stride 2 (the predictor) -> bilinear to the
+output: stride feature_stride / 4 (DensePose's deconv x2 then bilinear x2) or the crop resolution.
+The predictor's channels are split into named outputs (part logits, U, V, coarse segmentation, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+OUTPUT_RESOLUTIONS = ("stride", "crop")
+
+
+class DensePoseHead(nn.Module):
+    """Dense predictions from backbone features.
+
+    in_channels, in_strides: the backbone's levels (e.g. strides 4, 8, 16, 32).
+    outputs: name -> number of channels of each output map.
+    Forward: features (list of (B, C_k, ~H/s_k, ~W/s_k)) and the crop size (H, W) ->
+    name -> (B, channels, h, w), (h, w) = (H, W) // (feature_stride / 4) or (H, W).
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        in_strides: Sequence[int],
+        outputs: Mapping[str, int],
+        feature_stride: int = 8,
+        width: int = 512,
+        num_convs: int = 8,
+        output_resolution: str = "stride",
+    ) -> None:
+        super().__init__()
+        if feature_stride not in in_strides:
+            raise ValueError(f"feature_stride {feature_stride} is not a backbone stride {list(in_strides)}")
+        if feature_stride < 4 or feature_stride % 4:
+            raise ValueError(f"feature_stride must be a multiple of 4, got {feature_stride}")
+        if output_resolution not in OUTPUT_RESOLUTIONS:
+            raise ValueError(
+                f"output_resolution must be one of {OUTPUT_RESOLUTIONS}, got {output_resolution!r}"
+            )
+        self.levels = [i for i, s in enumerate(in_strides) if s >= feature_stride]
+        self.feature_stride = feature_stride
+        self.output_stride = feature_stride // 4
+        self.output_resolution = output_resolution
+        self.outputs = dict(outputs)
+        self.lateral = nn.ModuleList(nn.Conv2d(in_channels[i], width, 1) for i in self.levels)
+        layers: list[nn.Module] = []
+        for _ in range(num_convs):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
+        self.tower = nn.Sequential(*layers)
+        self.predictor = nn.ConvTranspose2d(width, sum(self.outputs.values()), 4, stride=2, padding=1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Convs as DensePose-RCNN (MSRA fill, zero biases). The predictor starts near zero, as Mask
+        # R-CNN's mask predictor, not MSRA-filled as DensePose's: that fill makes the first part
+        # cross-entropy ~5.5 instead of ln 25 and slows early training (tests/test_densereg.py overfit).
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+
+    def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of the output maps for an (H, W) crop."""
+        h, w = image_size
+        if self.output_resolution == "crop":
+            return h, w
+        return max(h // self.output_stride, 1), max(w // self.output_stride, 1)
+
+    def forward(self, features: Sequence[Tensor], image_size: tuple[int, int]) -> dict[str, Tensor]:
+        base = features[self.levels[0]]
+        x = self.lateral[0](base)
+        for conv, level in zip(self.lateral[1:], self.levels[1:], strict=True):
+            lateral = conv(features[level])
+            x = x + F.interpolate(lateral, size=base.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.predictor(self.tower(x))
+        x = F.interpolate(x, size=self.output_size(image_size), mode="bilinear", align_corners=False)
+        return dict(zip(self.outputs, x.split(list(self.outputs.values()), dim=1), strict=True))
