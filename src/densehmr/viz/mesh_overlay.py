@@ -57,15 +57,23 @@ def side_view(screen_verts: Tensor, faces: Tensor, size: tuple[int, int]) -> np.
     return out.round().clip(0, 255).astype(np.uint8)
 
 
-def heatmap_overlay(picture: np.ndarray, heatmap: Tensor, alpha: float = 0.6) -> np.ndarray:
-    """A heatmap (h, w) >= 0, normalized to its max and upsampled to the picture, over picture (H, W, 3)."""
+def heatmap_overlay(picture: np.ndarray, heatmap: Tensor, point: Tensor | None = None) -> np.ndarray:
+    """A heatmap (h, w) >= 0 (normalized to its max, square-rooted so that its spread shows, upsampled)
+    over a darkened grey picture (H, W, 3), with an optional point (x, y) px marked by a cyan cross."""
     h, w = picture.shape[:2]
     heat = heatmap.detach().float().cpu()
-    heat = heat / heat.max().clamp(min=1e-12)
+    heat = (heat / heat.max().clamp(min=1e-12)).sqrt()
     heat = F.interpolate(heat[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     colour = colormaps["inferno"](heat.numpy())[..., :3] * 255.0
-    a = alpha * heat.numpy()[..., None]
-    return (picture * (1 - a) + colour * a).round().clip(0, 255).astype(np.uint8)
+    grey = 0.5 * picture.mean(-1, keepdims=True)
+    a = heat.numpy()[..., None]
+    out = grey * (1 - a) + colour * a
+    if point is not None:
+        x, y = (int(c) for c in point.detach().cpu().floor().tolist())
+        for dx, dy in ((-3, 0), (-2, 0), (2, 0), (3, 0), (0, -3), (0, -2), (0, 2), (0, 3)):  # a cross, open centre
+            if 0 <= x + dx < w and 0 <= y + dy < h:
+                out[y + dy, x + dx] = (0, 255, 255)
+    return out.round().clip(0, 255).astype(np.uint8)
 
 
 def save_png(path: str | Path, picture: np.ndarray) -> Path:

@@ -1,0 +1,83 @@
+"""VertexPose (MeshPose's 2D branch): one heatmap per low-poly vertex at stride 4, and a foreground mask.
+
+Backbone levels (strides 4, 8, 16, 32) are fused into one stride-4 map by `StrideFourNeck` (HRNet's
+highest branch plays that part in the official model); a 1x1 conv gives the vertex heatmaps, whose
+2D soft-argmax with a gain (official 10, optionally learned) places each vertex, and a small conv
+stack gives the person mask that VertexPose's DensePose uses for foreground.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from densehmr.geometry.argsoftmax import argsoftmax_2d
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class StrideFourNeck(nn.Module):
+    """Sum of 1x1-projected levels upsampled to the first (stride-4) level, then a 3x3 conv.
+
+    Input: list of (B, in_channels[k], H_k, W_k); output (B, channels, H_0, W_0).
+    """
+
+    def __init__(self, in_channels: list[int], channels: int) -> None:
+        super().__init__()
+        self.lateral = nn.ModuleList([nn.Conv2d(c, channels, 1) for c in in_channels])
+        self.fuse = conv_bn_relu(channels, channels)
+        self.out_channels = channels
+
+    def forward(self, levels: list[Tensor]) -> Tensor:
+        size = levels[0].shape[-2:]
+        fused = self.lateral[0](levels[0])
+        for proj, level in zip(self.lateral[1:], levels[1:], strict=True):
+            fused = fused + F.interpolate(proj(level), size=size, mode="bilinear", align_corners=False)
+        return self.fuse(fused)
+
+
+class VertexPoseHead(nn.Module):
+    """Per-vertex heatmaps and their soft-argmax positions.
+
+    forward(features (B, C, h, w)) -> heatmaps (B, v, h, w) logits, xy (B, v, 2) crop px
+    (continuous pixel coordinates: heatmap cell centre (j + 0.5) * stride).
+    """
+
+    def __init__(self, in_channels: int, num_vertices: int, stride: int = 4, gain: float = 10.0,
+                 learn_gain: bool = False) -> None:
+        super().__init__()
+        self.stride = stride
+        self.heatmap = nn.Conv2d(in_channels, num_vertices, 1)
+        log_gain = torch.tensor(math.log(gain))
+        if learn_gain:
+            self.log_gain = nn.Parameter(log_gain)
+        else:
+            self.register_buffer("log_gain", log_gain)
+
+    @property
+    def gain(self) -> Tensor:
+        return self.log_gain.exp()
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        heatmaps = self.heatmap(features)
+        return heatmaps, argsoftmax_2d(heatmaps, self.gain) * self.stride
+
+
+class MaskHead(nn.Module):
+    """Foreground logits (B, 1, h, w) from features (B, C, h, w)."""
+
+    def __init__(self, in_channels: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_bn_relu(in_channels, hidden), nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.body(features)

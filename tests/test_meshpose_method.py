@@ -1,0 +1,306 @@
+"""MeshPose as a method on the open body: pixel-space targets and metric lifting, prediction of a known
+mesh, which parameters each loss term trains, ablations as config, pictures, and a 16-sample overfit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from batch_factory import make_batch
+from omegaconf import OmegaConf
+
+from densehmr.methods.meshpose import MeshPose, _to_pixel_space
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+WEIGHTS = dict(OmegaConf.load(CONFIGS / "method" / "meshpose.yaml").method.module.loss_weights)
+SIZE = (64, 64)
+# The regression branch needs enough hidden channels: each vertex mixes them into its bin logits.
+SMALL = dict(neck_channels=32, lifting_hidden=64, lifting_bins=32, log_images_every_n_steps=0)
+GROUPS = {
+    "l3d": {"vertex", "edge", "normal", "joints2d", "joints3d"},
+    "l2d": {"barycentric", "consistency", "mask"},
+    "lw": {"visibility", "rendering"},
+}
+
+
+def build(weights: dict | None = None, **options) -> MeshPose:
+    torch.manual_seed(0)
+    return MeshPose(
+        body={"name": "open"}, backbone={"name": "resnet18"}, image_size=SIZE,
+        loss_weights=WEIGHTS if weights is None else weights, **{**SMALL, **options},
+    )
+
+
+@pytest.fixture(scope="module")
+def model(body) -> MeshPose:
+    return build()
+
+
+@pytest.fixture(scope="module")
+def batch(body, model) -> dict:
+    b = make_batch(body, n=4, size=SIZE, seed=0)
+    model.complete_batch(b)
+    return b
+
+
+def _gt_output(model: MeshPose, batch: dict) -> dict:
+    """A network output whose fused vertices are the ground truth."""
+    return {**model(batch["image"]), "verts_low": model.targets(batch)["verts_low"]}
+
+
+# ----------------------------------------------------------------------------- spaces and scale
+def test_pixel_space_round_trips_through_to_camera_with_the_gt_root(body, batch):
+    m = build(metric_scale="gt_root")
+    gt = m.targets(batch)
+    focal, principal, _ = m._focal_principal(batch)
+    full_px = _to_pixel_space(batch["verts"], gt["root_depth"], focal, principal)
+    back = m.to_camera(full_px, gt["verts_low"], batch)
+    torch.testing.assert_close(back, batch["verts"], atol=1e-4, rtol=0)
+
+
+def test_template_scale_recovers_the_body_size(model, batch):
+    gt = model.targets(batch)
+    focal, principal, _ = model._focal_principal(batch)
+    full_px = _to_pixel_space(batch["verts"], gt["root_depth"], focal, principal)
+    est = model.to_camera(full_px, gt["verts_low"], batch)
+    size = lambda v: (v - v.mean(1, keepdim=True)).norm(dim=-1).mean(1)  # noqa: E731
+    ratio = size(est) / size(batch["verts"])
+    assert ((ratio - 1).abs() < 0.1).all(), ratio  # shapes vary about the mean template by a few percent
+
+
+def test_landmarks_of_the_pixel_space_target_match_the_batch_keypoints(model, batch):
+    gt = model.targets(batch)
+    kp = torch.einsum("jv,bvc->bjc", model.landmark_coco, gt["verts_low"][..., :2])
+    err = (kp - batch["kp2d"][..., :2]).norm(dim=-1)
+    assert err.mean() < 1.0, err.mean()  # px in a 64 px crop
+    joints = torch.einsum("jv,bvc->bjc", model.landmark_h36m, gt["verts_low"])
+    joints = joints - joints[:, :1]
+    assert (joints - gt["joints3d"]).norm(dim=-1).mean() < 1.0
+
+
+def test_predicting_the_gt_mesh_renders_the_gt_densepose(model, batch):
+    m = build(metric_scale="gt_root")
+    pred = m.predict(_gt_output(m, batch), batch)
+    assert pred.iuv.shape == (4, 3, *SIZE)
+    assert pred.kp2d.shape == (4, 17, 3) and pred.verts.shape == batch["verts"].shape
+    assert (pred.verts - batch["verts"]).norm(dim=-1).mean() < 0.01  # metres: upsampler residual
+    valid = batch["dp_valid"]
+    xy = batch["dp_xy"].long()
+    b = torch.arange(4)[:, None].expand_as(valid)
+    part = pred.iuv[b, 0, xy[..., 1], xy[..., 0]]
+    agree = (part == batch["dp_I"]).float()[valid].mean()
+    assert agree > 0.9, agree
+    iou = ((pred.mask > 0) & (batch["mask"] > 0)).sum() / ((pred.mask > 0) | (batch["mask"] > 0)).sum()
+    assert iou > 0.9, iou
+    vp = pred.extra_iuv["vertexpose/densepose"]
+    assert vp.shape == (4, 3, *SIZE) and vp[:, 0].max() <= 24
+
+
+def test_vertexpose_densepose_of_ideal_heatmaps_matches_the_annotations(model, batch):
+    """Logits that are the log-barycentrics of the GT low-poly surface at each cell decode (through the
+    resizing and the mask) to the annotated parts. Cells are crop pixels here: at a 64 px crop's 16 x 16
+    heatmaps, limbs are a cell wide and resolution, not decoding, would dominate the comparison."""
+    from densehmr.render import rasterize
+
+    gt = model.targets(batch)["verts_low"]
+    screen = torch.cat([gt[..., :2], gt[..., 2:] - gt[..., 2:].amin(1, keepdim=True) + 1.0], -1)
+    frags = rasterize(screen, model.faces_low, SIZE, perspective_correct=False)
+    logits = torch.full((4, *SIZE, gt.shape[1]), -20.0)  # (B, H, W, v)
+    corners = model.faces_low[frags.face_idx.clamp(min=0)]  # (B, h, w, 3)
+    logits.scatter_(-1, corners, frags.bary.clamp(min=1e-4).log())
+    out = {"heatmaps": logits.permute(0, 3, 1, 2), "mask_logits": torch.where(frags.mask, 10.0, -10.0)[:, None]}
+    iuv = model.vertexpose_iuv(out, SIZE)
+    valid = batch["dp_valid"]
+    xy = batch["dp_xy"].long()
+    b = torch.arange(4)[:, None].expand_as(valid)
+    part = iuv[b, 0, xy[..., 1], xy[..., 0]]
+    assert (part == batch["dp_I"]).float()[valid].mean() > 0.85
+
+
+@pytest.mark.parametrize("mode", ["barycentric", "closest", "global_average"])
+def test_uv_decoding_modes_from_config(body, batch, mode):
+    m = build(uv_decoding=mode)
+    out = m(batch["image"])
+    out["mask_logits"] = torch.full_like(out["mask_logits"], 5.0)  # everything foreground
+    iuv = m.vertexpose_iuv(out, SIZE)
+    assert (iuv[:, 0] >= 1).all() and (iuv[:, 1:] >= 0).all() and (iuv[:, 1:] <= 1).all()
+
+
+def test_bad_options_are_refused(body):
+    with pytest.raises(ValueError):
+        build(uv_decoding="nearest")
+    with pytest.raises(ValueError):
+        build(metric_scale="guess")
+
+
+# ----------------------------------------------------------------------------- gradients
+def _grad_norms(m: MeshPose) -> dict[str, float]:
+    groups = {
+        "heatmap": m.vertexpose.heatmap,
+        "mask_head": m.mask_head,
+        "axes": m.lifting.axes,
+        "visibility": m.lifting.visibility,
+        "backbone": m.backbone,
+    }
+    out = {}
+    for name, module in groups.items():
+        grads = [p.grad.abs().sum() for p in module.parameters() if p.grad is not None]
+        out[name] = float(sum(grads)) if grads else 0.0
+    return out
+
+
+# Which parameter groups each term must reach (True) and must not (False).
+ROUTES = {
+    "barycentric": dict(heatmap=True, backbone=True, mask_head=False, axes=False, visibility=False),
+    "consistency": dict(heatmap=True, backbone=True, mask_head=False, axes=False, visibility=False),
+    "mask": dict(mask_head=True, backbone=True, heatmap=False, axes=False, visibility=False),
+    "visibility": dict(visibility=True, backbone=True, heatmap=False, mask_head=False, axes=False),
+    "rendering": dict(visibility=True, backbone=True, heatmap=False, mask_head=False, axes=False),
+    "vertex": dict(axes=True, heatmap=True, visibility=True, backbone=True, mask_head=False),
+    "edge": dict(axes=True, heatmap=True, visibility=True, mask_head=False),
+    "normal": dict(axes=True, heatmap=True, visibility=True, mask_head=False),
+    "joints2d": dict(heatmap=True, visibility=True, mask_head=False),
+    "joints3d": dict(axes=True, heatmap=True, visibility=True, mask_head=False),
+}
+
+
+@pytest.mark.parametrize("term", sorted(ROUTES))
+def test_each_term_reaches_the_parameters_it_should(body, batch, term):
+    m = build({term: 1.0})
+    total, weighted = m.compute_loss(m(batch["image"]), batch)
+    assert set(weighted) == {term}
+    assert torch.isfinite(total) and total.item() > 0
+    total.backward()
+    norms = _grad_norms(m)
+    for group, reached in ROUTES[term].items():
+        assert (norms[group] > 0) == reached, (term, group, norms)
+
+
+def test_finetuned_upsampler_is_trained_by_its_own_term_only(body, batch):
+    m = build({"upsampler": 1.0, "vertex": 1.0}, finetune_upsampler=True)
+    terms = m.loss_terms(m(batch["image"]), batch)
+    terms["upsampler"].backward(retain_graph=True)
+    assert m.upsampler.grad.abs().sum() > 0 and sum(_grad_norms(m).values()) == 0
+    assert not isinstance(build({"upsampler": 1.0}).upsampler, torch.nn.Parameter)
+    assert "upsampler" not in build({"upsampler": 1.0}).loss_terms(m(batch["image"]), batch)
+
+
+@pytest.mark.parametrize("ablation", ["l3d", "l3d_l2d", "full"])
+def test_ablations_zero_exactly_their_groups(body, batch, ablation):
+    overrides = OmegaConf.load(CONFIGS / "ablation" / f"{ablation}.yaml")
+    weights = dict(WEIGHTS)
+    weights.update(OmegaConf.select(overrides, "method.module.loss_weights", default={}) or {})
+    kept = {"l3d": GROUPS["l3d"], "l3d_l2d": GROUPS["l3d"] | GROUPS["l2d"]}.get(
+        ablation, GROUPS["l3d"] | GROUPS["l2d"] | GROUPS["lw"]
+    )
+    m = build(weights)
+    out = m(batch["image"])
+    total, weighted = m.compute_loss(out, batch)
+    assert set(weighted) == kept
+    # An ablated term contributes nothing: the total is the sum over the kept terms alone, and the
+    # gradient equals that of a model that never had the other weights.
+    total.backward()
+    grads = [p.grad.clone() if p.grad is not None else None for p in m.parameters()]
+    ref = build({k: v for k, v in weights.items() if k in kept})
+    ref_total, _ = ref.compute_loss(ref(batch["image"]), batch)
+    ref_total.backward()
+    assert total.item() == pytest.approx(ref_total.item(), rel=1e-5)
+    for g, p in zip(grads, ref.parameters(), strict=True):
+        if g is None:
+            assert p.grad is None or (p.grad == 0).all()
+        else:
+            torch.testing.assert_close(g, p.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_everything_ablated_keeps_a_zero_connected_loss(body, batch):
+    m = build({k: 0.0 for k in WEIGHTS})
+    total, weighted = m.compute_loss(m(batch["image"]), batch)
+    assert weighted == {} and total.item() == 0.0
+    total.backward()
+    assert sum(_grad_norms(m).values()) == 0.0
+
+
+def test_shared_metrics_score_the_gt_mesh_near_perfect(body, batch):
+    m = build(metric_scale="gt_root")
+    m.update_metrics(m.predict(_gt_output(m, batch), batch), batch)
+    metrics = m.metrics()
+    assert "vertexpose__densepose" in metrics
+    mesh = metrics["mesh"].compute()
+    assert mesh["mpjpe"] < 10.0 and mesh["pve"] < 15.0, mesh  # mm: the upsampler's residual
+    dp = metrics["densepose"].compute()
+    assert dp["gps_ap"] > 0.5, dp
+    assert metrics["mask"].compute() > 0.9
+
+
+# ----------------------------------------------------------------------------- configs
+@pytest.mark.parametrize(
+    ("extra", "backbone"),
+    [([], "resnet18"), (["experiment=meshpose_xs"], "mobilenet_v3_large"),
+     (["experiment=meshpose_s"], "resnet18"), (["experiment=meshpose_l"], "hrnet_w32"),
+     (["experiment=paper_meshpose"], "hrnet_w32")],
+)
+def test_configs_compose_with_each_backbone_preset(body, extra, backbone):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["method=meshpose", "ablation=l3d_l2d", *extra])
+    assert cfg.backbone.name == backbone
+    assert cfg.method.module.loss_weights.rendering == 0.0 and cfg.method.module.loss_weights.vertex > 0
+    if extra == ["experiment=paper_meshpose"]:
+        assert list(cfg.image_size) == [384, 288] and cfg.trainer.accelerator == "gpu"
+    if not extra:
+        from densehmr.runs import build_method
+
+        cfg.image_size = [64, 64]
+        m = build_method(cfg)
+        assert isinstance(m, MeshPose) and m.uv_decoding == "barycentric"
+        assert not m.active("rendering") and m.active("barycentric")
+
+
+# ----------------------------------------------------------------------------- pictures
+def test_pictures_are_uint8_panels(model, batch, tmp_path):
+    from densehmr.viz.mesh_overlay import save_png
+
+    out = _gt_output(model, batch)
+    pics = model.pictures(out, batch, model.predict(out, batch))
+    assert set(pics) == {"heatmaps", "iuv", "mesh"}
+    for name, pic in pics.items():
+        assert pic.dtype.name == "uint8" and pic.ndim == 3 and pic.shape[0] == SIZE[0]
+        assert save_png(tmp_path / f"{name}.png", pic).stat().st_size > 0
+    # The GT mesh over the image covers the person: the overlay differs from the image there.
+    mesh = pics["mesh"]
+    assert (mesh[:, SIZE[1] + 2 : 2 * SIZE[1] + 2] != mesh[:, : SIZE[1]]).any()
+
+
+# ----------------------------------------------------------------------------- overfit
+STEPS = 75
+
+
+@pytest.mark.slow
+def test_overfits_sixteen_samples(body):
+    torch.manual_seed(0)
+    data = make_batch(body, n=16, size=SIZE, seed=3)
+    m = build(metric_scale="template")
+    m.complete_batch(data)
+    opt = torch.optim.Adam(m.parameters(), lr=2e-3)
+    first = last = None
+    start = time.perf_counter()
+    for _ in range(STEPS):
+        out = m(data["image"])
+        total, weighted = m.compute_loss(out, data)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        if first is None:
+            first = {k: v.item() for k, v in weighted.items()}
+    last = {k: v.item() for k, v in weighted.items()}
+    elapsed = time.perf_counter() - start
+    err_px = (out["verts_low"] - m.targets(data)["verts_low"]).norm(dim=-1).mean().item()
+    print(f"overfit {STEPS} steps: {elapsed:.1f} s; vertex error {err_px:.2f} px; first {first}; last {last}")
+    assert last["vertex"] < 0.25 * first["vertex"]
+    assert last["barycentric"] < 0.8 * first["barycentric"]
+    assert last["joints2d"] < 0.1 * first["joints2d"]
+    assert last["rendering"] < 0.5 * first["rendering"]
+    assert err_px < 3.5  # px in a 64 px crop, from about 20 px at the start
