@@ -1,0 +1,280 @@
+"""DCT (Rong et al., ICCV 2019): an HMR regressor supervised by dense DensePose correspondences.
+
+Network: backbone -> global average pool of its stride-32 map -> HMR's iterative error feedback
+(3 iterations from the body's mean parameters) -> pose (24 rotations, 6D), betas, weak-perspective
+camera (s, tx, ty) of the crop -> the body through the shared `BodyModel`.
+
+Loss terms (config `loss_weights`; DCT's weights): `kp2d` (L1 of COCO-17 keypoints in the crop's
+[-1, 1] frame, visibility-weighted), `kp3d` (MSE of pelvis-centred H36M-17 joints, metres), `pose`
+(MSE of the 24 rotation matrices), `betas` (MSE), and `dense` (L1 of each DensePose point against
+its surface point, sum_k bary_k pi(V[vert_k]) on the full mesh, in the same [-1, 1] frame). The dense
+weight is the option `dct.dense_weight`, not a `loss_weights` entry: 0 is the "no dense supervision"
+row, removed by the base's weighting.
+
+Option `iuv_input`: a second backbone reads an IUV map of the person (encoded as 2 (I/24, U, V) - 1,
+background -1) and its pooled features join the image's. The map is rendered from the GT mesh with
+the sample's camera where a sample has one in training; elsewhere, and at validation and test, it is
+the prediction of the DenseReg checkpoint `iuv_checkpoint`. Without a checkpoint the GT rendering is
+used everywhere (an oracle: say so next to the numbers), and samples without a GT mesh get an empty map.
+The network input is then the image with the encoded map stacked on its channels (B, 6, H, W), which
+`network_input` builds, so `forward` stays a function of one tensor.
+
+Predictions (as PyMAF's): `verts` the mesh in the camera frame (the weak-perspective camera turned
+into a translation with the crop's focal length from cam_K), `kp2d` its COCO-17 keypoints projected by
+the weak-perspective camera, and `iuv` the same mesh rendered under that camera with the body's charts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from densehmr.body.assets import NUM_PARTS
+from densehmr.body.body_model import H36M_PELVIS, BodyModel
+from densehmr.body.mean_params import load_mean_params
+from densehmr.geometry.rotations import axis_angle_to_rotmat
+from densehmr.losses.dense_correspondence import dense_keypoint_l1
+from densehmr.losses.hmr import betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
+from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.nn.backbones import build_backbone
+from densehmr.nn.heads.hmr_regressor import HMRRegressor
+from densehmr.render import (
+    PerspectiveCamera,
+    mesh_to_iuv,
+    screen_to_iuv,
+    weak_perspective_project,
+    weak_perspective_to_screen,
+    weak_perspective_to_translation,
+)
+from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, points_to_iuv, side_by_side
+from densehmr.viz.mesh_overlay import mesh_overlay
+
+IMAGE_CHANNELS = 3
+PICTURE_SAMPLES = 4
+# s below this would put the body behind the camera when the weak perspective becomes a translation.
+MIN_SCALE = 1e-3
+
+
+def encode_iuv(iuv: Tensor) -> Tensor:
+    """Network input (B, 3, H, W) in [-1, 1] of IUV maps (B, 3, H, W) (I 0..24, U, V in [0, 1])."""
+    scale = iuv.new_tensor([1.0 / NUM_PARTS, 1.0, 1.0])[:, None, None]
+    return 2.0 * iuv * scale - 1.0
+
+
+def crop_translation(
+    cam: Tensor, focal: Tensor, principal: Tensor, image_size: tuple[int, int]
+) -> Tensor:
+    """Translation (B, 3) metres with which a perspective camera of focal (B, 2) and principal point
+    (B, 2) crop px reproduces the weak-perspective cam (B, 3) at the body's depth: the principal point
+    may be off the centre of the (H, W) crop, square (the weak perspective spans its width)."""
+    h, w = image_size
+    transl = weak_perspective_to_translation(
+        torch.cat([cam[:, :1].clamp(min=MIN_SCALE), cam[:, 1:]], -1), focal[:, 0], w
+    )
+    centre = cam.new_tensor([w / 2.0, h / 2.0])
+    offset = (principal - centre) * transl[:, 2:] / focal
+    return torch.cat([transl[:, :2] - offset, transl[:, 2:]], -1)
+
+
+class DCT(BaseMethod):
+    """DCT on square person crops, with the body given by config (open body or SMPL)."""
+
+    name = "dct"
+
+    def __init__(
+        self,
+        body: Mapping | None = None,
+        backbone: Mapping | None = None,
+        image_size: tuple[int, int] = (128, 128),
+        loss_weights: Mapping[str, float] | None = None,
+        optimizer: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        dense_weight: float = 1.0,
+        iuv_input: bool = False,
+        iuv_checkpoint: str | None = None,
+        iuv_backbone: str | None = None,
+        iterations: int = 3,
+        hidden: int = 1024,
+        dropout: float = 0.5,
+        mean_params: str | None = None,
+        default_focal: float = 2.0,
+        log_images_every_n_steps: int = 200,
+        densepose_kappa: str = "per_part",
+    ) -> None:
+        weights = dict(loss_weights or {})
+        if "dense" in weights:
+            raise ValueError("the dense loss weight is the option dct.dense_weight, not loss_weights.dense")
+        super().__init__(
+            body=body, loss_weights={**weights, "dense": dense_weight}, optimizer=optimizer,
+            scheduler=scheduler, image_size=image_size, log_images_every_n_steps=log_images_every_n_steps,
+            densepose_kappa=densepose_kappa,
+        )
+        if self.image_size[0] != self.image_size[1]:
+            raise ValueError(f"DCT's weak perspective needs square crops, got image_size {self.image_size}")
+        if iuv_checkpoint is not None and not iuv_input:
+            raise ValueError("dct.iuv_checkpoint is only used with dct.iuv_input=true")
+        self.save_hyperparameters()
+        self.iuv_input = iuv_input
+        self.default_focal = default_focal * max(self.image_size)
+
+        backbone_cfg = dict(backbone or {"name": "resnet18"})
+        backbone_name = backbone_cfg.pop("name")
+        self.backbone = build_backbone(backbone_name, **backbone_cfg)
+        features = self.backbone.out_channels[-1]
+        if iuv_input:
+            # IUV maps are not photographs: this branch starts from scratch, never from ImageNet weights.
+            self.iuv_backbone = build_backbone(iuv_backbone or backbone_name)
+            features += self.iuv_backbone.out_channels[-1]
+        self.regressor = HMRRegressor(
+            features, load_mean_params(self.body, mean_params), hidden=hidden, dropout=dropout,
+            iterations=iterations,
+        )
+        self.body_model = BodyModel(self.body)
+        self.register_buffer("faces", self.body.faces.long().clone(), persistent=False)
+        # Frozen and outside the module tree: neither trained, nor saved in DCT's checkpoints.
+        self._densereg = (self._load_densereg(iuv_checkpoint),) if iuv_checkpoint is not None else ()
+        self._warned_oracle = False
+
+    @staticmethod
+    def _load_densereg(path: str) -> torch.nn.Module:
+        from densehmr.methods.densereg import DenseReg
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"dct.iuv_checkpoint: no DenseReg checkpoint at {path}")
+        model = DenseReg.load_from_checkpoint(path, map_location="cpu")
+        return model.eval().requires_grad_(False)
+
+    # ----------------------------------------------------------------- network
+    def forward(self, image: Tensor) -> dict[str, Tensor]:
+        """image (B, 3, H, W), or (B, 6, H, W) with the encoded IUV map when iuv_input, ->
+        pose6d (B, 144), rotmat (B, 24, 3, 3), betas (B, 10), cam (B, 3), verts (B, V, 3) model frame
+        metres, joints_h36m17 / joints_coco17 (B, 17, 3) model frame, kp2d (B, 17, 2) crop px."""
+        features = self.backbone(image[:, :IMAGE_CHANNELS])[-1].mean((2, 3))
+        if self.iuv_input:
+            iuv_features = self.iuv_backbone(image[:, IMAGE_CHANNELS:])[-1].mean((2, 3))
+            features = torch.cat([features, iuv_features], 1)
+        est = self.regressor(features)
+        rotmat = est.rotmat
+        posed = self.body_model(rotmat, est.betas)
+        return {
+            "pose6d": est.pose6d,
+            "rotmat": rotmat,
+            "betas": est.betas,
+            "cam": est.cam,
+            "verts": posed.vertices,
+            "joints_h36m17": posed.joints_h36m17,
+            "joints_coco17": posed.joints_coco17,
+            "kp2d": weak_perspective_project(posed.joints_coco17, est.cam, self.image_size[1]),
+        }
+
+    # ----------------------------------------------------------------- IUV input
+    def network_input(self, batch: dict) -> Tensor:
+        """The image, with (iuv_input) the encoded IUV map stacked onto its channels: (B, 3 or 6, H, W)."""
+        if not self.iuv_input:
+            return batch["image"]
+        if "iuv_map" not in batch:
+            batch["iuv_map"] = self.input_iuv(batch)
+        return torch.cat([batch["image"], encode_iuv(batch["iuv_map"])], 1)
+
+    def input_iuv(self, batch: dict) -> Tensor:
+        """IUV maps (B, 3, H, W) for the IUV branch (module docstring: which source when)."""
+        image = batch["image"]
+        iuv = torch.zeros_like(image)
+        rendered = torch.zeros(image.shape[0], dtype=torch.bool, device=image.device)
+        if self.training or not self._densereg:
+            if not self.training and not self._warned_oracle:
+                warnings.warn(
+                    "DCT evaluates with IUV rendered from the GT mesh (no dct.iuv_checkpoint): an oracle", stacklevel=2
+                )
+                self._warned_oracle = True
+            if "verts" in batch:
+                iuv, rendered = self.gt_iuv(batch)
+        if self._densereg and not bool(rendered.all()):
+            densereg = self._densereg[0].to(image.device)
+            with torch.no_grad():
+                predicted = densereg.predict(densereg(image), {"image": image}).iuv
+            iuv = torch.where(rendered[:, None, None, None], iuv, predicted.to(iuv))
+        return iuv
+
+    def gt_iuv(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """IUV (B, 3, H, W) of the GT meshes rendered by their cameras (empty where a sample has none),
+        and which samples (B,) have one (SMPL parameters and a camera)."""
+        k = batch["cam_K"].float()
+        keep = batch["has_smpl"] & batch.get("has_cam", batch["has_smpl"]) & (k[:, 0, 0] > 0)
+        camera = PerspectiveCamera(k[:, [0, 1], [0, 1]].clamp(min=1e-6), k[:, :2, 2])
+        with torch.no_grad():
+            iuv = mesh_to_iuv(batch["verts"].float(), self.body.charts, camera, self.image_size)
+        return torch.where(keep[:, None, None, None], iuv, 0.0), keep
+
+    # ----------------------------------------------------------------- losses
+    def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
+        half = self.image_size[1] / 2.0  # px per unit of HMR's [-1, 1] crop frame
+        terms: dict[str, Tensor] = {}
+        if self.active("kp2d"):
+            weight = (batch["kp2d"][..., 2] > 0) & batch["has_kp2d"][:, None]
+            terms["kp2d"] = keypoint_2d_loss(out["kp2d"], batch["kp2d"][..., :2], weight, scale=half, norm="l1")
+        if self.active("kp3d"):
+            weight = batch["kp3d"][..., 3] * batch["has_kp3d"][:, None]
+            terms["kp3d"] = keypoint_3d_loss(out["joints_h36m17"], batch["kp3d"][..., :3], weight, root=H36M_PELVIS)
+        if self.active("pose"):
+            pose = torch.cat([batch["global_orient"], batch["body_pose"]], 1).float()
+            gt_rotmat = axis_angle_to_rotmat(pose.view(-1, 24, 3))
+            terms["pose"] = rotation_matrix_loss(out["rotmat"], gt_rotmat, batch["has_smpl"])
+        if self.active("betas"):
+            terms["betas"] = betas_loss(out["betas"], batch["betas"], batch["has_smpl"])
+        if self.active("dense"):
+            verts_2d = weak_perspective_project(out["verts"], out["cam"], self.image_size[1])
+            valid = batch["dp_valid"] & batch["has_dp"][:, None]
+            terms["dense"] = dense_keypoint_l1(
+                verts_2d, self.faces, batch["dp_face"], batch["dp_bary"], batch["dp_xy"], valid, scale=half
+            )
+        return terms
+
+    # ----------------------------------------------------------------- predictions
+    def focal_principal(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """(B, 2) focal and principal point, crop px: the sample's camera, or a default one centred."""
+        k = batch["cam_K"].float()
+        has = (k[:, 0, 0] > 0) & batch.get("has_cam", torch.ones_like(k[:, 0, 0], dtype=torch.bool))
+        h, w = self.image_size
+        focal = torch.where(has[:, None], k[:, [0, 1], [0, 1]], torch.full_like(k[:, 0, :2], self.default_focal))
+        centre = k.new_tensor([w / 2.0, h / 2.0]).expand_as(focal)
+        return focal, torch.where(has[:, None], k[:, :2, 2], centre)
+
+    def predict(self, out: dict, batch: dict) -> Prediction:
+        verts, cam = out["verts"], out["cam"]
+        screen = weak_perspective_to_screen(verts, cam, self.image_size[1])
+        focal, principal = self.focal_principal(batch)
+        transl = crop_translation(cam, focal, principal, self.image_size)
+        return Prediction(
+            iuv=screen_to_iuv(screen, self.body.charts, self.image_size),
+            verts=verts + transl[:, None],
+            kp2d=torch.cat([out["kp2d"], torch.ones_like(out["kp2d"][..., :1])], -1),
+        )
+
+    # ----------------------------------------------------------------- pictures
+    @torch.no_grad()
+    def pictures(self, out: dict, batch: dict, pred: Prediction) -> dict[str, np.ndarray]:
+        """A row per sample: the image, its annotated DensePose points, the IUV input (iuv_input),
+        the predicted IUV and the predicted mesh over the image."""
+        n = min(PICTURE_SAMPLES, batch["image"].shape[0])
+        size = self.image_size
+        rows = []
+        for i in range(n):
+            image = denormalize_image(batch["image"][i, :IMAGE_CHANNELS])
+            valid = batch["dp_valid"][i]
+            points = points_to_iuv(
+                batch["dp_xy"][i][valid], batch["dp_I"][i][valid], batch["dp_U"][i][valid],
+                batch["dp_V"][i][valid], size,
+            )
+            screen = weak_perspective_to_screen(out["verts"][i : i + 1].float(), out["cam"][i : i + 1].float(), size[1])
+            panels = [image, iuv_to_rgb(points)]
+            if "iuv_map" in batch:
+                panels.append(iuv_to_rgb(batch["iuv_map"][i]))
+            panels += [iuv_to_rgb(pred.iuv[i]), mesh_overlay(image, screen[0], self.faces)]
+            rows.append(side_by_side(panels))
+        return {"iuv_mesh": np.concatenate(rows, axis=0)}
