@@ -5,6 +5,7 @@ Writes `metrics.json` next to the checkpoint's run (`<run>/eval-<time>/metrics.j
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -13,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from densehmr.runs import ConfigError, build_datamodule, build_method, write_metrics
-from densehmr.train import CONFIG_DIR, fail_clearly
+from densehmr.train import CONFIG_DIR, check_config_groups, fail_clearly
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -41,4 +42,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_config_groups(sys.argv[1:])
     main()

@@ -25,6 +25,7 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
         batch_size=cfg.method.batch_size,
         body=OmegaConf.to_container(cfg.body, resolve=True),
         _recursive_=False,
+        _convert_="all",
     )
 
 
@@ -38,6 +39,7 @@ def build_method(cfg: DictConfig) -> pl.LightningModule:
         image_size=list(cfg.image_size),
         **options,
         _recursive_=False,
+        _convert_="all",
     )
 
 
@@ -80,9 +82,9 @@ def point_latest(run_dir: Path) -> None:
 def write_metrics(run_dir: Path, model: pl.LightningModule, metrics: dict[str, float]) -> Path:
     """metrics.json: the test metrics under DESIGN's keys, validation ones under `val/`, and protocols."""
     payload = {k: float(v) for k, v in sorted(metrics.items())}
-    mesh = getattr(model, "metrics", lambda: {})().get("mesh") if hasattr(model, "metrics") else None
-    if mesh is not None and hasattr(mesh, "protocol"):
-        payload["mesh/protocol"] = mesh.protocol
+    metrics_modules = model.metrics() if hasattr(model, "metrics") else {}
+    if "mesh" in metrics_modules and any(k.startswith("mesh/") for k in payload):
+        payload["mesh/protocol"] = metrics_modules["mesh"].protocol
     path = run_dir / "metrics.json"
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
     return path
