@@ -11,9 +11,10 @@ from batch_factory import make_batch
 from densehmr.body.assets import FINE_TO_MASK14
 from densehmr.losses.hmr import betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
 from densehmr.methods import dct as dct_module
-from densehmr.methods.dct import DCT, crop_translation, encode_iuv
+from densehmr.methods.dct import DCT, encode_iuv
 from densehmr.metrics import MeshError
 from densehmr.render import PerspectiveCamera, weak_perspective_project
+from densehmr.render.cameras import crop_translation
 
 SIZE = (64, 64)
 WEIGHTS = {"kp2d": 10.0, "kp3d": 10.0, "pose": 10.0, "betas": 10.0}

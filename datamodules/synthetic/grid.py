@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 
 from datamodules.synthetic.generator import SyntheticGenerator, SyntheticSample
-from datamodules.synthetic.writer import COCO_SKELETON, atomic_write_bytes
+from datamodules.synthetic.writer import COCO_SKELETON
+from densehmr.files import atomic_write_bytes
 
 
 def part_palette() -> np.ndarray:

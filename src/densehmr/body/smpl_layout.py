@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from densehmr.files import atomic_write_bytes
 
 NUM_POSE_BASIS = 207  # 23 joints x 9 rotation-matrix entries
 
@@ -30,22 +30,6 @@ def smpl_dict(
         "kintree_table": kintree,
         "f": faces.astype(np.int64),
     }
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide shared files from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached_model_file(data: dict[str, np.ndarray], cache_dir: Path, stem: str) -> Path:

@@ -49,36 +49,18 @@ from densehmr.render import (
     screen_to_iuv,
     weak_perspective_project,
     weak_perspective_to_screen,
-    weak_perspective_to_translation,
 )
+from densehmr.render.cameras import crop_intrinsics, crop_translation
 from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, points_to_iuv, side_by_side
 from densehmr.viz.mesh_overlay import mesh_overlay
 
 IMAGE_CHANNELS = 3
 PICTURE_SAMPLES = 4
 # s below this would put the body behind the camera when the weak perspective becomes a translation.
-MIN_SCALE = 1e-3
-
-
 def encode_iuv(iuv: Tensor) -> Tensor:
     """Network input (B, 3, H, W) in [-1, 1] of IUV maps (B, 3, H, W) (I 0..24, U, V in [0, 1])."""
     scale = iuv.new_tensor([1.0 / NUM_PARTS, 1.0, 1.0])[:, None, None]
     return 2.0 * iuv * scale - 1.0
-
-
-def crop_translation(
-    cam: Tensor, focal: Tensor, principal: Tensor, image_size: tuple[int, int]
-) -> Tensor:
-    """Translation (B, 3) metres with which a perspective camera of focal (B, 2) and principal point
-    (B, 2) crop px reproduces the weak-perspective cam (B, 3) at the body's depth: the principal point
-    may be off the centre of the (H, W) crop, square (the weak perspective spans its width)."""
-    h, w = image_size
-    transl = weak_perspective_to_translation(
-        torch.cat([cam[:, :1].clamp(min=MIN_SCALE), cam[:, 1:]], -1), focal[:, 0], w
-    )
-    centre = cam.new_tensor([w / 2.0, h / 2.0])
-    offset = (principal - centre) * transl[:, 2:] / focal
-    return torch.cat([transl[:, :2] - offset, transl[:, 2:]], -1)
 
 
 class DCT(BaseMethod):
@@ -238,12 +220,8 @@ class DCT(BaseMethod):
     # ----------------------------------------------------------------- predictions
     def focal_principal(self, batch: dict) -> tuple[Tensor, Tensor]:
         """(B, 2) focal and principal point, crop px: the sample's camera, or a default one centred."""
-        k = batch["cam_K"].float()
-        has = (k[:, 0, 0] > 0) & batch.get("has_cam", torch.ones_like(k[:, 0, 0], dtype=torch.bool))
-        h, w = self.image_size
-        focal = torch.where(has[:, None], k[:, [0, 1], [0, 1]], torch.full_like(k[:, 0, :2], self.default_focal))
-        centre = k.new_tensor([w / 2.0, h / 2.0]).expand_as(focal)
-        return focal, torch.where(has[:, None], k[:, :2, 2], centre)
+        focal, principal, _ = crop_intrinsics(batch["cam_K"], self.image_size, self.default_focal, batch.get("has_cam"))
+        return focal, principal
 
     def predict(self, out: dict, batch: dict) -> Prediction:
         verts, cam = out["verts"], out["cam"]

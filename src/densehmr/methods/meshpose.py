@@ -40,6 +40,7 @@ from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.lifting import LiftingHead
 from densehmr.nn.heads.vertexpose import MaskHead, StrideFourNeck, VertexPoseHead
 from densehmr.render import PerspectiveCamera, mesh_to_iuv, screen_to_iuv, soft_silhouette
+from densehmr.render.cameras import crop_intrinsics
 from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, side_by_side
 from densehmr.viz.mesh_overlay import heatmap_overlay, mesh_overlay, side_view
 
@@ -176,16 +177,8 @@ class MeshPose(BaseMethod):
     # ----------------------------------------------------------------- ground truth in pixel space
     def _focal_principal(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
         """(B, 2) focal px, (B, 2) principal point px, (B,) bool: whether the sample has its own camera."""
-        k = batch["cam_K"].float()
-        has = k[:, 0, 0] > 0
-        if "has_cam" in batch:
-            has = has & batch["has_cam"]
-        h, w = batch["image"].shape[-2:]
-        default = torch.full_like(k[:, 0, :2], self.default_focal)
-        focal = torch.where(has[:, None], k[:, [0, 1], [0, 1]], default)
-        centre = torch.tensor([w / 2.0, h / 2.0], device=k.device)
-        principal = torch.where(has[:, None], k[:, :2, 2], centre.expand_as(focal))
-        return focal, principal, has
+        size = tuple(batch["image"].shape[-2:])
+        return crop_intrinsics(batch["cam_K"], size, self.default_focal, batch.get("has_cam"))
 
     def targets(self, batch: dict) -> dict[str, Tensor]:
         """Pixel-space GT (cached in the batch): verts_low (B, v, 3), joints3d (B, 17, 3) pelvis-centred,

@@ -35,8 +35,8 @@ from densehmr.render import (
     mesh_to_iuv,
     screen_to_iuv,
     weak_perspective_to_screen,
-    weak_perspective_to_translation,
 )
+from densehmr.render.cameras import crop_intrinsics, crop_translation
 from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, points_to_iuv, side_by_side
 from densehmr.viz.mesh_overlay import mesh_overlay
 
@@ -161,24 +161,14 @@ class PyMAF(BaseMethod):
     # ----------------------------------------------------------------- predictions
     def focal_principal(self, batch: dict) -> tuple[Tensor, Tensor]:
         """(B, 2) focal and principal point, crop px: the sample's camera, or a default one centred."""
-        k = batch["cam_K"].float()
-        has = k[:, 0, 0] > 0
-        if "has_cam" in batch:
-            has = has & batch["has_cam"]
-        h, w = self.image_size
-        focal = torch.where(has[:, None], k[:, [0, 1], [0, 1]], torch.full_like(k[:, 0, :2], self.default_focal))
-        centre = torch.tensor([w / 2.0, h / 2.0], device=k.device).expand_as(focal)
-        return focal, torch.where(has[:, None], k[:, :2, 2], centre)
+        focal, principal, _ = crop_intrinsics(batch["cam_K"], self.image_size, self.default_focal, batch.get("has_cam"))
+        return focal, principal
 
     def camera_translation(self, cam: Tensor, batch: dict) -> Tensor:
         """Translation (B, 3) metres that makes the perspective camera of each crop reproduce the weak
         perspective cam (B, 3) at the body's depth (the principal point may be off the crop centre)."""
         focal, principal = self.focal_principal(batch)
-        size = self.image_size[1]
-        transl = weak_perspective_to_translation(cam, focal[:, 0], size)
-        centre = torch.tensor([self.image_size[1] / 2.0, self.image_size[0] / 2.0], device=cam.device)
-        offset = (principal - centre) * transl[:, 2:] / focal
-        return torch.cat([transl[:, :2] - offset, transl[:, 2:]], dim=-1)
+        return crop_translation(cam, focal, principal, self.image_size)
 
     def predict(self, out: dict, batch: dict) -> Prediction:
         verts, cam = out["verts"], out["cam"]

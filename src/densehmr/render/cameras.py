@@ -76,3 +76,29 @@ def translation_to_weak_perspective(transl: Tensor, focal: float | Tensor, size:
     """Weak-perspective cam (B, 3) (2 f / (size tz), tx, ty) from a translation (B, 3) metres, tz > 0."""
     s = 2.0 * focal / (size * transl[:, 2])
     return torch.stack([s, transl[:, 0], transl[:, 1]], dim=-1)
+
+
+def crop_intrinsics(
+    cam_k: Tensor, image_size: tuple[int, int], default_focal: float, has_cam: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Focal (B, 2) and principal point (B, 2), crop px, of each sample's camera cam_k (B, 3, 3), or
+    a default camera (focal `default_focal` px, centred) where a sample has none; and (B,) which had one."""
+    k = cam_k.float()
+    has = k[:, 0, 0] > 0
+    if has_cam is not None:
+        has = has & has_cam.bool()
+    h, w = image_size
+    focal = torch.where(has[:, None], k[:, [0, 1], [0, 1]], torch.full_like(k[:, 0, :2], default_focal))
+    centre = k.new_tensor([w / 2.0, h / 2.0]).expand_as(focal)
+    return focal, torch.where(has[:, None], k[:, :2, 2], centre), has
+
+
+def crop_translation(cam: Tensor, focal: Tensor, principal: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """Translation (B, 3) metres with which a perspective camera of focal (B, 2) and principal point (B, 2)
+    crop px reproduces the weak-perspective cam (B, 3) at the body's depth. The principal point may be off
+    the centre of the square (H, W) crop; the scale is kept positive so the depth stays finite."""
+    h, w = image_size
+    cam = torch.cat([cam[:, :1].clamp(min=1e-3), cam[:, 1:]], -1)
+    transl = weak_perspective_to_translation(cam, focal[:, 0], w)
+    offset = (principal - cam.new_tensor([w / 2.0, h / 2.0])) * transl[:, 2:] / focal
+    return torch.cat([transl[:, :2] - offset, transl[:, 2:]], -1)
