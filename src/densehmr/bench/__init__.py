@@ -1,0 +1,203 @@
+"""Speed, size and cost of every method and every stage, in one run: `python -m densehmr.bench [--quick]`.
+
+`run_bench` measures the stages (densehmr.bench.stages), then every (method, backbone) in its own process
+(densehmr.bench.methods), checks the targets (densehmr.bench.targets) and writes results/bench.{json,md}
+(densehmr.bench.report).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from densehmr.bench.methods import (
+    CUDA_MATMUL_SCALE,
+    MethodSettings,
+    add_ratios,
+    available_methods,
+    compose_config,
+    matmul_gflops,
+    measure_isolated,
+    measure_method,
+    training_batch,
+)
+from densehmr.bench.report import write_report
+from densehmr.bench.stages import STAGE_ORDER, StageSettings, run_stages
+from densehmr.bench.targets import evaluate_targets
+
+FULL_BACKBONES = ("resnet18", "resnet50", "mobilenet_v3_large", "hrnet_w32")
+QUICK_BACKBONES = ("mobilenet_v3_large",)
+# MeshPose-XS is compared with PyMAF-R50: measured even when resnet50 is not among the backbones.
+XS_REFERENCE = (("pymaf", "resnet50"),)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """One bench run: every method (None: every config under configs/method/, METHOD_ORDER first) with
+    every backbone, plus the (method, backbone) pairs in `extra` whose method is measured.
+    isolate: each (method, backbone) in a fresh process (peak memory needs it)."""
+
+    quick: bool = False
+    methods: tuple[str, ...] | None = None
+    backbones: tuple[str, ...] = FULL_BACKBONES
+    extra: tuple[tuple[str, str], ...] = XS_REFERENCE
+    stages: tuple[str, ...] = STAGE_ORDER
+    method: MethodSettings = field(default_factory=MethodSettings)
+    stage: StageSettings = field(default_factory=StageSettings)
+    isolate: bool = True
+    cuda: bool = field(default_factory=torch.cuda.is_available)
+    batch_images: int = 16  # synthetic images generated for the training batch when generation is not run
+
+    @classmethod
+    def quick_preset(cls, **changes) -> BenchSettings:
+        """About 2-3 minutes on 2 idle cores: MobileNetV3 (+ PyMAF-R50), few repeats, small stage sizes."""
+        return replace(
+            cls(
+                quick=True,
+                backbones=QUICK_BACKBONES,
+                method=MethodSettings(
+                    warmup=1, latency_repeats=5, throughput_repeats=2, train_repeats=1, matmul_size=1024
+                ),
+                stage=StageSettings(
+                    repeats=3, generation_images=16, datamodule_images=40, datamodule_batches=8,
+                    densepose_instances=200,
+                ),
+            ),
+            **changes,
+        )
+
+
+def describe_device() -> dict:
+    """CPU model, usable cores, memory, torch version and threads, CUDA device name (or None)."""
+    cpu = platform.processor() or platform.machine()
+    memory_gb = None
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+        memory_gb = kb / 2**20
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "memory_gb": memory_gb,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+    }
+
+
+def _training_shape(method: str, backbone: str, settings: BenchSettings) -> tuple[tuple[int, int], int]:
+    """(crop (H, W), training batch size) of `method` as configured and overridden by settings.method."""
+    cfg = compose_config(method, backbone, settings.method.image_size)
+    size = (int(cfg.image_size[0]), int(cfg.image_size[1]))
+    return size, int(settings.method.train_batch or cfg.method.batch_size)
+
+
+def _batches(body, settings: BenchSettings, pairs: Sequence[tuple[str, str]], root: Path) -> dict:
+    """One training batch per crop size, as large as the largest training batch at that size, read from
+    the synthetic split under `root` (generated here when the generation stage did not run)."""
+    from datamodules.synthetic import generate
+
+    if not (root / "densepose_train.json").exists():
+        generate(root, "train", settings.batch_images, settings.stage.generation_size, 0, body=body, progress=False)
+    need: dict[tuple[int, int], int] = {}
+    for method, backbone in pairs:
+        size, batch = _training_shape(method, backbone, settings)
+        need[size] = max(need.get(size, 0), batch)
+    return {size: training_batch(body, root, size, n) for size, n in need.items()}
+
+
+def run_bench(
+    settings: BenchSettings, out_dir: Path | None = Path("results"), log: Callable[[str], None] = print
+) -> dict:
+    """Measure, check the targets, write bench.json and bench.md under out_dir (None: write nothing)."""
+    from densehmr.body import load_body
+    from densehmr.train import CONFIG_DIR
+
+    start = time.perf_counter()
+    device = {**describe_device(), "load_start": list(os.getloadavg())}
+    if settings.method.threads:
+        torch.set_num_threads(settings.method.threads)
+    notes: list[str] = []
+    body = load_body("open")
+    methods = list(settings.methods) if settings.methods is not None else available_methods(CONFIG_DIR)
+    configured = set(available_methods(CONFIG_DIR))
+    for missing in [m for m in methods if m not in configured]:
+        notes.append(f"{missing}: no configs/method/{missing}.yaml, skipped")
+    methods = [m for m in methods if m in configured]
+
+    matmul = {"cpu": matmul_gflops(settings.method.matmul_size, device="cpu")}
+    if settings.cuda:
+        matmul["cuda"] = matmul_gflops(CUDA_MATMUL_SCALE * settings.method.matmul_size, device="cuda")
+    log(f"matmul: {matmul}")
+
+    pairs = [(m, b) for m in methods for b in settings.backbones]
+    pairs += [p for p in settings.extra if p[0] in methods and p not in pairs]
+    with tempfile.TemporaryDirectory(prefix="densehmr-bench-") as tmp:
+        workdir = Path(tmp)
+        stages = run_stages(body, settings.stage, workdir, settings.stages, cuda=settings.cuda, notes=notes, log=log)
+        batches = _batches(body, settings, pairs, workdir / "synthetic") if pairs else {}
+    results_methods = _measure_methods(pairs, settings, batches, notes, log)
+    add_ratios(results_methods)
+    device["load_end"] = list(os.getloadavg())
+    results = {
+        "quick": settings.quick,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "wall_s": time.perf_counter() - start,
+        "device": device,
+        "settings": asdict(settings),
+        "matmul_gflops": matmul,
+        "methods": results_methods,
+        "stages": stages,
+        "targets": evaluate_targets(results_methods, stages),
+        "notes": notes,
+    }
+    if out_dir is not None:
+        write_report(results, Path(out_dir))
+    return results
+
+
+def _measure_methods(
+    pairs: Sequence[tuple[str, str]], settings: BenchSettings, batches: dict, notes: list[str],
+    log: Callable[[str], None],
+) -> dict[str, dict[str, dict]]:
+    """method -> backbone -> measurements (with a "cuda" part when settings.cuda); failures are noted."""
+    measure = measure_isolated if settings.isolate else measure_method
+    out: dict[str, dict[str, dict]] = {}
+    for method, backbone in pairs:
+        batch = batches[_training_shape(method, backbone, settings)[0]]
+        log(f"method {method} / {backbone} ...")
+        # One method that does not build or run must not hide the others.
+        try:
+            entry = measure(method, backbone, batch, settings.method)
+        except Exception as err:  # noqa: BLE001
+            notes.append(f"{method}/{backbone}: failed, {type(err).__name__}: {err}".splitlines()[0])
+            continue
+        if settings.cuda:
+            try:
+                entry["cuda"] = measure(method, backbone, batch, replace(settings.method, device="cuda"))
+            except Exception as err:  # noqa: BLE001
+                notes.append(f"{method}/{backbone} on CUDA: failed, {type(err).__name__}: {err}".splitlines()[0])
+        out.setdefault(method, {})[backbone] = entry
+        log(
+            f"method {method} / {backbone}: {entry['latency_ms_bs1']:.1f} ms B1, "
+            f"{entry['throughput_bs32']:.1f} img/s, train {entry['train_step_ms']:.0f} ms"
+        )
+    return out
+
+
+__all__ = ["BenchSettings", "describe_device", "run_bench"]

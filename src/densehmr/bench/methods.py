@@ -1,0 +1,291 @@
+"""Per-method measurements: size, FLOPs, speed and memory of each method's network.
+
+Every model is built through Hydra exactly as `densehmr.train` builds it (configs/method, configs/backbone),
+so the numbers are those of the configured network, not of a stand-in. One (method, backbone) is measured
+in a fresh process (`measure_isolated`) so that its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from densehmr.body.assets import Body
+
+# The comparison order; any other config under configs/method/ is measured after these.
+METHOD_ORDER = ("meshpose", "pymaf", "dct", "densereg")
+REFERENCE_METHOD = "pymaf"
+CUDA_MATMUL_SCALE = 4
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """How one (method, backbone) is measured.
+
+    image_size: (H, W) crop; None keeps the config's (configs/train.yaml).
+    train_batch: batch of the training step; None keeps the config's `method.batch_size`.
+    matmul_size: n of the n x n matmul measured next to the model (its device's practical peak; 4 n on
+    CUDA, where a smaller one does not fill the device).
+    """
+
+    device: str = "cpu"
+    threads: int | None = None
+    warmup: int = 2
+    latency_repeats: int = 10
+    throughput_batch: int = 32
+    throughput_repeats: int = 5
+    train_repeats: int = 5
+    image_size: tuple[int, int] | None = None
+    train_batch: int | None = None
+    matmul_size: int = 2048
+
+
+def available_methods(config_dir: str | Path) -> list[str]:
+    """Method config names under `config_dir`/method, in METHOD_ORDER first."""
+    names = {p.stem for p in (Path(config_dir) / "method").glob("*.yaml")}
+    return [m for m in METHOD_ORDER if m in names] + sorted(names - set(METHOD_ORDER))
+
+
+def compose_config(method: str, backbone: str, image_size: Sequence[int] | None = None) -> DictConfig:
+    """The training config of `method` with `backbone` (no logger)."""
+    from hydra import compose, initialize_config_dir
+
+    from densehmr.train import CONFIG_DIR
+
+    overrides = [f"method={method}", f"backbone={backbone}", "logger=none"]
+    if image_size is not None:
+        overrides.append(f"image_size=[{int(image_size[0])},{int(image_size[1])}]")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def times_ms(
+    fn: Callable[[], object], repeats: int, warmup: int = 1, device: str | torch.device = "cpu"
+) -> list[float]:
+    """Wall times (ms) of `repeats` calls of `fn()` after `warmup` calls, synchronized on CUDA."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1, device: str | torch.device = "cpu") -> float:
+    """Median wall time (ms) of `fn()` over `repeats` calls after `warmup` calls."""
+    return statistics.median(times_ms(fn, repeats, warmup, device))
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10, device: str | torch.device = "cpu") -> float:
+    """GFLOP/s of the fastest of `repeats` (n x n) @ (n x n) float32 matmuls (2 n^3 flops): the device's
+    practical peak (the fastest call is the one least disturbed by other load)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    ms = min(times_ms(lambda: a @ b, repeats, warmup=2, device=device))
+    return 2 * n**3 / (ms * 1e-3) / 1e9
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_gflops(model: nn.Module, image: torch.Tensor) -> float:
+    """GFLOPs per image of `model(image)` (image (B, 3, H, W)), counting multiply-adds as 2 flops
+    (torch.utils.flop_counter: matmuls and convolutions)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(image)
+    return counter.get_total_flops() / image.shape[0] / 1e9
+
+
+def _status_mb(field: str) -> float:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if match is None:
+        raise OSError(f"no {field} in /proc/self/status")
+    return int(match.group(1)) / 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux: clear_refs 5); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb(fn: Callable[[], object], device: str | torch.device = "cpu") -> float:
+    """Peak memory (MB) that `fn()` adds: on CUDA the allocator's peak above what was allocated before;
+    on CPU the peak resident set above the resident set before (Linux /proc; elsewhere the growth of
+    getrusage's max RSS, which reads 0 when an earlier peak was higher)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if _reset_peak_rss():
+        before = _status_mb("VmRSS")
+        fn()
+        return _status_mb("VmHWM") - before
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+def training_batch(
+    body: Body, root: str | Path, image_size: Sequence[int], batch_size: int, split: str = "train"
+) -> dict:
+    """One augmented training batch of `batch_size` crops (H, W) read by the DataModule from a synthetic
+    split under `root` (datamodules.synthetic.generate's layout); samples are drawn with replacement."""
+    from datamodules.datamodule import DenseHMRDataModule
+
+    spec = {
+        "name": "synthetic",
+        "root": str(root),
+        "densepose_json": f"densepose_{split}.json",
+        "smpl_npz": f"smpl_{split}.npz",
+    }
+    datamodule = DenseHMRDataModule(
+        train=[spec], image_size=tuple(image_size), batch_size=batch_size, num_workers=0, body=body,
+        samples_per_epoch=batch_size,
+    )
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    batch.pop("skipped", None)
+    return batch
+
+
+def _to(batch: Mapping, device: torch.device, size: int) -> dict:
+    return {k: v[:size].to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _train_step(model, batch: dict) -> Callable[[], None]:
+    """Forward + weighted loss + backward on `batch` (gradients dropped each time, no optimizer)."""
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        total, _ = model.compute_loss(model(batch["image"]), batch)
+        total.backward()
+
+    return step
+
+
+def measure_method(method: str, backbone: str, batch: Mapping, settings: MethodSettings) -> dict:
+    """Size, FLOPs, latency, throughput, training step time and peak memory of one configured model.
+
+    batch: a training batch (at least `train_batch` samples) at the crop size measured.
+    Returns params, gflops (per image), latency_ms_bs1 (median; _min the fastest), throughput_bs32
+    (images/s at settings.throughput_batch, from the median time; _max from the fastest), train_step_ms,
+    peak_mem_mb (one training step), gflops_per_s (achieved by the batched forward; _max at the fastest),
+    matmul_gflops (the device's practical peak, measured just after), image_size, train_batch,
+    throughput_batch, device, threads.
+    """
+    from densehmr.runs import build_method
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = torch.device(settings.device)
+    cfg = compose_config(method, backbone, settings.image_size)
+    h, w = (int(s) for s in cfg.image_size)
+    if tuple(batch["image"].shape[-2:]) != (h, w):
+        raise ValueError(f"batch crops {tuple(batch['image'].shape[-2:])} differ from the config's {(h, w)}")
+    train_batch = int(settings.train_batch or cfg.method.batch_size)
+    if batch["image"].shape[0] < train_batch:
+        raise ValueError(f"batch of {batch['image'].shape[0]} samples, the training step needs {train_batch}")
+
+    model = build_method(cfg).to(device)
+    result = {"params": count_params(model), "image_size": [h, w], "device": device.type}
+    gen = torch.Generator().manual_seed(0)
+    single = torch.randn(1, 3, h, w, generator=gen).to(device)
+    many = torch.randn(settings.throughput_batch, 3, h, w, generator=gen).to(device)
+
+    # Memory first: a step's peak is only visible above every earlier one. That step warms up the rest.
+    model.train()
+    data = _to(batch, device, train_batch)
+    model.complete_batch(data)
+    step = _train_step(model, data)
+    result["peak_mem_mb"] = peak_memory_mb(step, device)
+    result["train_step_ms"] = median_ms(step, settings.train_repeats, max(0, settings.warmup - 1), device)
+    result["train_batch"] = train_batch
+    model.zero_grad(set_to_none=True)
+
+    model.eval()
+    with torch.no_grad():
+        result["gflops"] = forward_gflops(model, single)
+        latency = times_ms(lambda: model(single), settings.latency_repeats, settings.warmup, device)
+        batched = times_ms(lambda: model(many), settings.throughput_repeats, settings.warmup, device)
+    # Measured right after the model, under the same load, for the fraction of peak.
+    n = settings.matmul_size * (CUDA_MATMUL_SCALE if device.type == "cuda" else 1)
+    result["matmul_gflops"] = matmul_gflops(n, device=device)
+    result["latency_ms_bs1"] = statistics.median(latency)
+    result["latency_ms_bs1_min"] = min(latency)
+    result["throughput_bs32"] = settings.throughput_batch / (statistics.median(batched) * 1e-3)
+    result["throughput_bs32_max"] = settings.throughput_batch / (min(batched) * 1e-3)
+    result["throughput_batch"] = settings.throughput_batch
+    result["gflops_per_s"] = result["gflops"] * result["throughput_bs32"]
+    result["gflops_per_s_max"] = result["gflops"] * result["throughput_bs32_max"]
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
+def run_isolated(fn: Callable[..., T], *args) -> T:
+    """`fn(*args)` in a fresh spawned process (its own memory high-water mark, its own CUDA context);
+    fn and args must pickle."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def measure_isolated(method: str, backbone: str, batch: Mapping, settings: MethodSettings) -> dict:
+    """`measure_method` in a fresh process, so that its peak memory is its own."""
+    return run_isolated(measure_method, method, backbone, dict(batch), settings)
+
+
+def add_ratios(methods: dict[str, dict[str, dict]]) -> None:
+    """In place: each entry's ratios against REFERENCE_METHOD at the same backbone (throughput_vs_pymaf,
+    speedup_bs1_vs_pymaf, params_vs_pymaf, gflops_vs_pymaf) and peak_fraction: its fastest forward's
+    GFLOP/s over the fastest of the matmuls measured next to it (best against best, so that other load
+    on a shared machine cancels as far as it can). Also inside each entry's "cuda" part."""
+    for per_backbone in methods.values():
+        for backbone, entry in per_backbone.items():
+            reference = methods.get(REFERENCE_METHOD, {}).get(backbone)
+            for key in ("main", "cuda"):
+                part = entry if key == "main" else entry.get(key)
+                if part is None:
+                    continue
+                if part.get("matmul_gflops"):
+                    part["peak_fraction"] = part["gflops_per_s_max"] / part["matmul_gflops"]
+                ref = None if reference is None else (reference if key == "main" else reference.get(key))
+                if ref is None:
+                    continue
+                part["throughput_vs_pymaf"] = part["throughput_bs32"] / ref["throughput_bs32"]
+                part["speedup_bs1_vs_pymaf"] = ref["latency_ms_bs1"] / part["latency_ms_bs1"]
+                part["params_vs_pymaf"] = part["params"] / ref["params"]
+                part["gflops_vs_pymaf"] = part["gflops"] / ref["gflops"]

@@ -1,0 +1,186 @@
+"""Writing a bench's results: results/bench.json (the figures) and results/bench.md (readable tables).
+
+The results dict (what `densehmr.bench.run_bench` returns and bench.json holds):
+  device:   machine description, torch threads, CUDA device or None, load average at start and end;
+  settings: quick flag, backbones, per-method and per-stage settings;
+  matmul_gflops: device type -> GFLOP/s of a large float32 matmul (the practical peak);
+  methods:  method -> backbone -> {params, gflops, latency_ms_bs1, throughput_bs32, train_step_ms,
+            peak_mem_mb, gflops_per_s, peak_fraction, *_vs_pymaf, ...[, cuda: {the same on CUDA}]};
+  stages:   name -> {value, unit, ...};
+  targets:  [{name, value, target, pass, op, unit[, note]}];
+  notes:    what was skipped or failed, and why.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from densehmr.files import atomic_write_bytes
+
+REQUIRED_KEYS = ("device", "methods", "stages", "targets")
+METHOD_KEYS = ("params", "gflops", "latency_ms_bs1", "throughput_bs32", "train_step_ms", "peak_mem_mb")
+
+NOISE_NOTE = (
+    "These machines are shared and noisy: absolute timings move by tens of percent between runs, and by up "
+    "to 10x when the load average exceeds the core count (torch's threads then wait for each other at every "
+    "operation). Read the load average above; compare within one run (the ratios against PyMAF are measured "
+    "in the same run, one model after the other); the fastest repeats (`*_min`, `*_max` in bench.json) are "
+    "the least disturbed."
+)
+
+
+def write_json(results: Mapping, path: Path) -> Path:
+    missing = [k for k in REQUIRED_KEYS if k not in results]
+    if missing:
+        raise KeyError(f"bench results lack {missing}")
+    atomic_write_bytes(path, (json.dumps(results, indent=2, default=str) + "\n").encode())
+    return path
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _load(load: list[float] | None) -> str:
+    return "-" if not load else " / ".join(f"{x:.2f}" for x in load)
+
+
+def machine_lines(device: Mapping) -> list[str]:
+    cuda = device.get("cuda") or "none"
+    return [
+        "## Machine",
+        "",
+        f"- CPU: {device.get('cpu', '?')}, {device.get('cores', '?')} cores usable, "
+        f"torch threads {device.get('threads', '?')} (OMP_WAIT_POLICY {device.get('omp_wait_policy', '?')}), "
+        f"memory {_num(device.get('memory_gb'))} GB",
+        f"- torch {device.get('torch', '?')}, CUDA: {cuda}",
+        f"- load average (1 / 5 / 15 min): at start {_load(device.get('load_start'))}, "
+        f"at end {_load(device.get('load_end'))}",
+        f"- {NOISE_NOTE}",
+    ]
+
+
+def method_rows(methods: Mapping, part: str | None = None) -> list[list[str]]:
+    """One row per (method, backbone); `part` = "cuda" reads each entry's CUDA measurements."""
+    rows = []
+    for method, per_backbone in methods.items():
+        for backbone, entry in per_backbone.items():
+            e = entry.get(part) if part else entry
+            if not e:
+                continue
+            fraction = e.get("peak_fraction")
+            rows.append(
+                [
+                    method,
+                    backbone,
+                    _num(e["params"] / 1e6, 2),
+                    _num(e["gflops"], 2),
+                    _num(e["latency_ms_bs1"]),
+                    _num(e["throughput_bs32"]),
+                    _num(e.get("throughput_vs_pymaf"), 2),
+                    _num(e.get("speedup_bs1_vs_pymaf"), 2),
+                    f"{_num(e['train_step_ms'])} (B{e.get('train_batch', '?')})",
+                    _num(e["peak_mem_mb"], 0),
+                    _num(e["gflops_per_s"]),
+                    _num(e.get("matmul_gflops")),
+                    "-" if fraction is None else f"{100 * fraction:.0f}%",
+                ]
+            )
+    return rows
+
+
+METHOD_HEADER = [
+    "method", "backbone", "params (M)", "GFLOPs / image", "latency B1 (ms)", "throughput B32 (img/s)",
+    "x PyMAF throughput", "x PyMAF B1 speed", "train step (ms)", "peak mem (MB)", "GFLOP/s", "matmul GFLOP/s",
+    "of matmul peak",
+]
+
+
+def methods_lines(results: Mapping) -> list[str]:
+    methods = results.get("methods", {})
+    matmul = results.get("matmul_gflops", {})
+    n = results.get("settings", {}).get("method", {}).get("matmul_size", "?")
+    size = next((e.get("image_size") for pb in methods.values() for e in pb.values()), None)
+    crop = "x".join(map(str, size)) if size else "?"
+    lines = [
+        "## Methods",
+        "",
+        f"Networks as configured for training (configs/method, configs/backbone), crops {crop}. Latency: "
+        "median ms of one image; throughput: images/s of batched forwards (batch in bench.json, "
+        "`throughput_batch`); train step: forward + weighted loss + backward at the method's batch; peak "
+        "mem: what one training step adds (CPU: peak RSS, CUDA: allocator peak). FLOPs count "
+        "multiply-adds as 2 (torch.utils.flop_counter). Ratios: against PyMAF with the same backbone. "
+        f"Physical limit: the fastest of 10 n x n float32 matmuls (n = {n}, x4 on CUDA), measured in each "
+        "model's process right after it; \"of matmul peak\" is the model's fastest batched forward against it. "
+        f"At the start of the run the matmul reached {_num(matmul.get('cpu'))} GFLOP/s on CPU"
+        + (f", {_num(matmul.get('cuda'))} on CUDA." if "cuda" in matmul else "."),
+        "",
+    ]
+    lines += _table(METHOD_HEADER, method_rows(methods))
+    cuda_rows = method_rows(methods, "cuda")
+    if cuda_rows:
+        lines += ["", "### On CUDA", ""] + _table(METHOD_HEADER, cuda_rows)
+    return lines
+
+
+def _details(stage: Mapping) -> str:
+    skip = {"value", "unit"}
+    return ", ".join(
+        f"{k} {_num(v, 2) if isinstance(v, float) else v}" for k, v in stage.items() if k not in skip
+    )
+
+
+def stages_lines(stages: Mapping) -> list[str]:
+    rows = [[name, _num(s["value"], 2), s["unit"], _details(s)] for name, s in stages.items()]
+    return ["## Stages", ""] + _table(["stage", "value", "unit", "details"], rows)
+
+
+def targets_lines(targets: list[Mapping]) -> list[str]:
+    verdict = {True: "pass", False: "**FAIL**", None: "not measured"}
+    rows = [
+        [t["name"], _num(t["value"], 2), f"{t['op']} {_num(t['target'], 1)}", verdict[t["pass"]], t.get("note", "")]
+        for t in targets
+    ]
+    return ["## Targets", ""] + _table(["target", "value", "bound", "result", "note"], rows)
+
+
+def render_markdown(results: Mapping) -> str:
+    mode = "`make bench QUICK=1` (fewer repeats, backbones and images)" if results.get("quick") else "`make bench`"
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by {mode} on {results.get('date', '?')} in {_num(results.get('wall_s'), 0)} s. "
+        "Figures in results/bench.json.",
+        "",
+        *machine_lines(results["device"]),
+        "",
+        *methods_lines(results),
+        "",
+        *stages_lines(results.get("stages", {})),
+        "",
+        *targets_lines(results.get("targets", [])),
+    ]
+    notes = results.get("notes", [])
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(results: Mapping, path: Path) -> Path:
+    atomic_write_bytes(path, render_markdown(results).encode())
+    return path
+
+
+def write_report(results: Mapping, out_dir: Path) -> tuple[Path, Path]:
+    """results/bench.json and results/bench.md under `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_json(results, out_dir / "bench.json"), write_markdown(results, out_dir / "bench.md")
