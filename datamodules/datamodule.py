@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader
 
 from datamodules.collate import collate_samples
 from datamodules.dataset import DenseHMRDataset, FaceMapper, default_face_mappers
@@ -27,6 +27,7 @@ from datamodules.errors import BadSampleLog, OnBadSample
 from datamodules.readers import DensePoseCocoReader, SampleReader, SpinNpz, SpinNpzReader
 from datamodules.transforms import AugmentConfig, PelvisModel
 from densehmr.body.assets import Body
+from densehmr.fault import EpochDraws, SeededDraws, resume_position
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +174,14 @@ class DenseHMRDataModule(pl.LightningDataModule):
             raise ValueError(f"train ratios {ratios.tolist()} give no samples (dataset sizes {sizes.tolist()})")
         # Each dataset's share of draws is its ratio, spread evenly over its samples.
         per_sample = np.concatenate([np.full(int(n), r / n) if n else [] for r, n in zip(ratios, sizes, strict=True)])
-        sampler = WeightedRandomSampler(
-            torch.from_numpy(per_sample / per_sample.sum()),
-            num_samples=int(self.samples_per_epoch or sizes.sum()),
-            replacement=True,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-        return self._loader(ConcatDataset(datasets), self.batch_size, sampler=sampler, drop_last=True)
+        # Draws and augmentations are a function of (seed, epoch), so a run resumed mid-epoch replays
+        # the epoch from the batch it had reached (densehmr.fault).
+        num_samples = int(self.samples_per_epoch or sizes.sum())
+        sampler = EpochDraws(torch.from_numpy(per_sample / per_sample.sum()), num_samples, seed=self.seed)
+        epoch, batches_done = resume_position(self.trainer)
+        sampler.start(epoch, batches_done * self.batch_size)
+        dataset = SeededDraws(ConcatDataset(datasets))
+        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         return self._eval_loaders("val")
@@ -204,6 +206,8 @@ class DenseHMRDataModule(pl.LightningDataModule):
             collate_fn=collate_samples,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            # Worker seeds from their own generator, not the global one a resumed run has restored.
+            generator=torch.Generator().manual_seed(self.seed),
             **kwargs,
         )
 

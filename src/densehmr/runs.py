@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from densehmr.fault import AtomicCheckpointIO, NonFinitePolicy, RandomState
+from densehmr.fault import AtomicCheckpointIO, NonFinitePolicy, RandomState, TrainPosition
 from densehmr.files import atomic_write_bytes
 
 
@@ -76,7 +76,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger) -> pl.Trainer:
         callbacks.append(ModelCheckpoint(
             dirpath=folder, save_last=True, save_top_k=0, every_n_train_steps=every, enable_version_counter=False,
         ))
-    callbacks += [NonFinitePolicy(extra.get("nonfinite", "raise")), RandomState()]
+    callbacks += [NonFinitePolicy(extra.get("nonfinite", "raise")), RandomState(), TrainPosition()]
+    callbacks += [instantiate(c) for c in extra.get("callbacks") or []]
     # Our train sampler replays an interrupted epoch (densehmr.fault), which this warning cannot know.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     return instantiate(

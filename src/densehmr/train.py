@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.errors import DataError
+from densehmr.fault import NonFiniteLossError
 from densehmr.runs import (
     ConfigError,
     build_datamodule,
@@ -29,10 +30,14 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint; returns the final metrics (also in metrics.json)."""
+    """Fit, then test the best checkpoint; returns the final metrics (also in metrics.json).
+    With `resume=<run dir>`, that run continues from its last checkpoint under its own config."""
+    if cfg.get("resume"):
+        cfg = resumed_config(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if not cfg.get("resume"):
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     point_latest(run_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
@@ -51,6 +56,30 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """The config a run was started with (its config.yaml), pointed at its `checkpoints/last.ckpt`."""
+    run_dir = Path(cfg.resume)
+    saved, last = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
+    for path in (saved, last):
+        if not path.is_file():
+            raise FileNotFoundError(f"resume={run_dir}: no {path.relative_to(run_dir)} in that run folder")
+    resumed = OmegaConf.load(saved)
+    if resumed.method.name != cfg.method.name:
+        raise ConfigError(f"resume={run_dir} is a {resumed.method.name} run, not {cfg.method.name}")
+    resumed.run_dir = str(run_dir)
+    resumed.ckpt_path = str(last)
+    resumed.resume = str(run_dir)
+    return resumed
+
+
+def resume_overrides(argv: list[str]) -> list[str]:
+    """Hydra's own output of a resumed run goes to that run's folder, not a new one."""
+    resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
+    if resume and resume[-1] not in ("", "null") and not any(a.startswith("run_dir=") for a in argv):
+        return [*argv, f"run_dir={resume[-1]}"]
+    return argv
+
+
 def fail_clearly(fn, cfg: DictConfig) -> None:
     """Run `fn(cfg)`; a user error (config, data, missing file) ends in one `error:` line, exit 2."""
     try:
@@ -59,7 +88,7 @@ def fail_clearly(fn, cfg: DictConfig) -> None:
         cause = err.__cause__ or err
         print(f"error: {type(cause).__name__}: {cause}".splitlines()[0], file=sys.stderr)
         sys.exit(2)
-    except (ConfigError, DataError, FileNotFoundError) as err:
+    except (ConfigError, DataError, FileNotFoundError, NonFiniteLossError) as err:
         print(f"error: {err}".splitlines()[0], file=sys.stderr)
         sys.exit(2)
 
@@ -83,4 +112,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     check_config_groups(sys.argv[1:])
+    sys.argv[1:] = resume_overrides(sys.argv[1:])
     main()

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from densehmr.body import Body, load_body
+from densehmr.fault import check_loss
 from densehmr.metrics import DensePoseAP, KeypointAP, MaskIoU, MeshError
 
 # Metrics whose compute() is one number, and the name DESIGN gives it.
@@ -42,6 +43,7 @@ class BaseMethod(pl.LightningModule, ABC):
     """Shared training/validation logic. Subclasses build their network in __init__."""
 
     name = "base"
+    nonfinite_policy = "raise"  # or "skip"; set from trainer_extra.nonfinite (densehmr.fault.NonFinitePolicy)
 
     def __init__(
         self,
@@ -102,6 +104,8 @@ class BaseMethod(pl.LightningModule, ABC):
         self.complete_batch(batch)
         out = self(self.network_input(batch))
         total, weighted = self.compute_loss(out, batch)
+        if not check_loss(self, total, weighted, self.nonfinite_policy):
+            return None  # Lightning skips the backward pass and the optimizer step
         bs = batch["image"].shape[0]
         for k, v in weighted.items():
             self.log(f"train/loss_{k}", v, batch_size=bs)
