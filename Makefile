@@ -9,8 +9,10 @@ METHOD ?= meshpose
 ARGS ?=
 DATA_DIR ?= data/synthetic
 WORKERS ?= 2
+# torch's OpenMP threads spin while waiting; on shared 2-core machines that costs 3-40x (see results/bench.md).
+export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup test test-fast lint body data train eval
+.PHONY: help setup test test-fast lint body data train eval demo export
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,8 +51,21 @@ data: setup ## generate the synthetic benchmark into $(DATA_DIR) if missing (res
 	$(PYTHON) -m datamodules.synthetic --out $(DATA_DIR)/train --split train --num $(DATA_TRAIN) --size $(DATA_SIZE) --seed 0 --workers $(WORKERS)
 	$(PYTHON) -m datamodules.synthetic --out $(DATA_DIR)/val --split val --num $(DATA_VAL) --size $(DATA_SIZE) --seed 0 --workers $(WORKERS)
 
-train: data ## train and evaluate METHOD (meshpose|pymaf|dct|densereg); ARGS="<hydra overrides>"
-	$(PYTHON) -m densehmr.train method=$(METHOD) $(ARGS)
+train: data ## train and evaluate METHOD (meshpose|pymaf|dct|densereg); ARGS="<hydra overrides>"; RESUME=<run dir> continues that run
+	$(PYTHON) -m densehmr.train method=$(METHOD) $(if $(RESUME),resume=$(RESUME),) $(ARGS)
 
 eval: setup ## evaluate CKPT of METHOD on the test split
 	$(PYTHON) -m densehmr.evaluate method=$(METHOD) ckpt_path=$(CKPT) $(ARGS)
+
+bench: setup ## speed, size and cost of every method and stage -> results/bench.{json,md} (QUICK=1: ~3 min)
+	$(PYTHON) -m densehmr.bench $(if $(QUICK),--quick,)
+
+IMAGE ?=
+DEMO_OUT ?= outputs/demo
+
+demo: setup ## run METHOD on IMAGE (a file or a folder) [CKPT=<.ckpt>] [BOX="x,y,w,h"]: overlays and vertices -> $(DEMO_OUT)/
+	@test -n "$(IMAGE)" || { echo "error: make demo needs IMAGE=<image file or folder>"; exit 2; }
+	$(PYTHON) -m densehmr.demo "$(IMAGE)" $(if $(filter command line environment,$(origin METHOD)),--method $(METHOD),) $(if $(CKPT),--ckpt "$(CKPT)",) $(if $(BOX),--box "$(BOX)",) --out "$(DEMO_OUT)"
+
+export: setup ## ONNX export of METHOD [CKPT=<.ckpt>, default its latest run], checked with onnxruntime -> outputs/export/, results/export.md
+	$(PYTHON) -m densehmr.export --method $(METHOD) $(if $(CKPT),--ckpt "$(CKPT)",)

@@ -87,3 +87,16 @@ def test_missing_data_path_fails_with_one_clear_line(tmp_path):
     assert "Traceback" not in out.stderr
     err = out.stderr.strip().splitlines()
     assert err[-1].startswith("error:") and "nowhere" in err[-1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_trains_and_evaluates(tiny_data, tmp_path):
+    run_dir = tmp_path / "runs" / "densereg" / "ddp"
+    out = _cli(
+        "method=densereg", "trainer=ddp_cpu", "+trainer.max_steps=2", "logger=none", "image_size=[64,64]",
+        "method.batch_size=2", "data.num_workers=0", f"data.train.0.root={tiny_data / 'train'}",
+        f"data.val.0.root={tiny_data / 'val'}", f"run_dir={run_dir}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"densepose/gps_ap", "mask/iou"} <= set(metrics)
