@@ -179,7 +179,8 @@ class DenseHMRDataModule(pl.LightningDataModule):
         num_samples = int(self.samples_per_epoch or sizes.sum())
         sampler = EpochDraws(torch.from_numpy(per_sample / per_sample.sum()), num_samples, seed=self.seed)
         epoch, batches_done = resume_position(self.trainer)
-        sampler.start(epoch, batches_done * self.batch_size)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        sampler.start(epoch, batches_done * self.batch_size * world)
         dataset = SeededDraws(ConcatDataset(datasets))
         return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
 

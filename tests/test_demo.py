@@ -178,6 +178,10 @@ def test_load_method_from_a_run_a_checkpoint_or_hyperparameters(run_dir, tmp_pat
         load_method(ckpt=loose)
     with pytest.raises(ModelError, match="not a run folder"):
         load_method(run=tmp_path)
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(loose.read_bytes()[:5000])
+    with pytest.raises(ModelError, match="unreadable checkpoint"):
+        load_method(ckpt=broken, method="meshpose")
 
 
 def test_predictions_come_back_to_image_coordinates(run_dir):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -158,6 +159,7 @@ class ExportReport:
     onnxruntime_ms: float
     threads: int
     repeats: int
+    load_average: float  # the machine's 1-minute load while timing: latencies on a busy machine are slower
 
 
 def export_and_check(
@@ -204,6 +206,7 @@ def export_and_check(
         onnxruntime_ms=round(ort_ms, 2),
         threads=threads,
         repeats=repeats,
+        load_average=round(os.getloadavg()[0], 2),
     )
 
 
@@ -221,14 +224,15 @@ def write_results(report: ExportReport, results: Path) -> Path:
         "Written by `make export METHOD=<m> CKPT=<ckpt>` (`python -m densehmr.export`). Max abs difference",
         "over every output of the graph (pixel-space vertices, heatmap logits, IUV maps, ...), on random",
         "inputs (batch 1 and 2) and on person crops of tests/data; relative: divided by the output's max",
-        "|value|, worst output named; latency: batch 1, CPU, median of repeats, the same thread count for both.",
+        "|value|, worst output named; latency: batch 1, CPU, median of repeats, the same thread count for both",
+        "(load: the machine's 1-minute load average then; on a shared machine latencies are only indicative).",
         "The differences are float32 rounding in different kernels: they grow with depth and input size, and",
         "are of the order of PyTorch's own float32 error (against float64). `untrained` rows: random weights,",
         "BatchNorm statistics from tests/data (sizes, latency and numerics of an architecture without a run).",
         "",
         "| method | backbone | weights | input (HxW) | params (M) | max abs diff random | max abs diff real "
-        "| max rel diff (output) | PyTorch ms | onnxruntime ms | threads |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| max rel diff (output) | PyTorch ms | onnxruntime ms | threads | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in (reports[k] for k in sorted(reports)):
         real = "-" if r["max_abs_diff_real"] is None else f"{r['max_abs_diff_real']:.2e}"
@@ -236,7 +240,7 @@ def write_results(report: ExportReport, results: Path) -> Path:
             f"| {r['method']} | {r['backbone']} | {r['weights']} | {r['image_size'][0]}x{r['image_size'][1]} "
             f"| {r['parameters_m']} "
             f"| {r['max_abs_diff_random']:.2e} | {real} | {r['max_rel_diff']:.1e} ({r['worst_output']}) "
-            f"| {r['torch_ms']} | {r['onnxruntime_ms']} | {r['threads']} |"
+            f"| {r['torch_ms']} | {r['onnxruntime_ms']} | {r['threads']} | {r.get('load_average', '-')} |"
         )
     table = results / "export.md"
     table.write_text("\n".join(lines) + "\n")

@@ -166,8 +166,10 @@ class EpochDraws(Sampler[int]):
     """`num_samples` weighted draws with replacement per epoch, a pure function of (seed, epoch).
 
     Each draw is a `Draw`: the index and a seed for that sample's augmentation. Lightning calls
-    `set_epoch` before each epoch; `start(epoch, skip)` sets the epoch of the next iteration and how
-    many draws of it to leave out (those of the batches trained on before a resume).
+    `set_epoch` before each epoch; `start(epoch, skip)` sets the epoch of the next iteration and how many
+    of its draws were trained on before a resume: that iteration yields the epoch rotated to begin after
+    them (its full length, so that Lightning's distributed wrapper, which deals out draw i to rank
+    i % world_size, still finds every position; the trainer stops at the epoch's batch count).
     """
 
     def __init__(self, weights: Sequence[float] | Tensor, num_samples: int, seed: int = 0) -> None:
@@ -194,8 +196,9 @@ class EpochDraws(Sampler[int]):
 
     def __iter__(self):
         indices, seeds = self.draws(self.epoch)
-        skip, self._skip = self._skip, 0
-        for index, seed in zip(indices[skip:].tolist(), seeds[skip:].tolist(), strict=True):
+        skip, self._skip = self._skip % max(self.num_samples, 1), 0
+        order = torch.cat([torch.arange(skip, self.num_samples), torch.arange(skip)])
+        for index, seed in zip(indices[order].tolist(), seeds[order].tolist(), strict=True):
             yield Draw(index, seed)
 
     def __len__(self) -> int:

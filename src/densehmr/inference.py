@@ -9,6 +9,8 @@ the crop's intrinsics are the crop affine applied to the image's.
 
 from __future__ import annotations
 
+import importlib
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,7 +222,11 @@ def load_method(
         raise ModelError(f"{ckpt}: no such checkpoint")
     run = Path(run) if run is not None else ckpt.resolve().parent.parent
     cfg = OmegaConf.load(run / "config.yaml") if (run / "config.yaml").is_file() else None
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"{ckpt}: unreadable checkpoint ({reason})") from exc
     if cfg is not None:
         if method is not None and cfg.method.name != method:
             raise ModelError(f"{ckpt}: a {cfg.method.name} checkpoint, not {method}")
@@ -237,7 +243,7 @@ def load_method(
 
 def _method_class(name: str) -> type[BaseMethod]:
     module, cls = METHOD_CLASSES[name].rsplit(".", 1)
-    return getattr(__import__(module, fromlist=[cls]), cls)
+    return getattr(importlib.import_module(module), cls)
 
 
 # ----------------------------------------------------------------------------- prediction
