@@ -4,28 +4,13 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from meshes import sphere_24_parts
 from scipy.spatial import cKDTree
 
 import densehmr.body.charts as charts_module
 from densehmr.body.assets import PART_MIRROR, Charts
 from densehmr.body.charts import build_charts, build_uv_symmetry, flipped_fraction, mirror_faces
 from densehmr.body.iuv_mapping import IUVMapper
-
-
-def sphere_24_parts(subdivisions: int = 3):
-    """Unit icosphere cut into DensePose's 24 parts, mirror-symmetric in x (PART_MIRROR pairs).
-
-    A band |x| < 0.3 makes parts 1 (z < 0) and 2; each side cap is a central disk plus 10 sectors.
-    """
-    mesh = trimesh.creation.icosphere(subdivisions=subdivisions)
-    v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces)
-    c = v[f].mean(1)
-    sector = np.floor((np.arctan2(c[:, 2], c[:, 1]) + np.pi) / (2 * np.pi) * 10).astype(int).clip(0, 9) + 1
-    sector[np.hypot(c[:, 1], c[:, 2]) < 0.45] = 0
-    part = np.where(c[:, 0] > 0, np.arange(3, 25, 2)[sector], np.arange(4, 25, 2)[sector])
-    band = np.abs(c[:, 0]) < 0.3
-    part[band] = np.where(c[band, 2] < 0, 1, 2)
-    return v, f, part
 
 
 def plane_grid(nx: int, ny: int, width: float, height: float, x0: float = 0.0):

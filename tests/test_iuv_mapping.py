@@ -5,24 +5,11 @@ import time
 import numpy as np
 import pytest
 import torch
-import trimesh
+from meshes import sphere_24_parts
 
 from densehmr.body.assets import Charts
 from densehmr.body.charts import build_charts
 from densehmr.body.iuv_mapping import IUVMapper
-
-
-def sphere_24_parts(subdivisions: int):
-    """Unit icosphere in 24 parts: a band |x| < 0.3 (parts 1, 2) and two caps of a disk + 10 sectors."""
-    mesh = trimesh.creation.icosphere(subdivisions=subdivisions)
-    v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces)
-    c = v[f].mean(1)
-    sector = np.floor((np.arctan2(c[:, 2], c[:, 1]) + np.pi) / (2 * np.pi) * 10).astype(int).clip(0, 9) + 1
-    sector[np.hypot(c[:, 1], c[:, 2]) < 0.45] = 0
-    part = np.where(c[:, 0] > 0, np.arange(3, 25, 2)[sector], np.arange(4, 25, 2)[sector])
-    band = np.abs(c[:, 0]) < 0.3
-    part[band] = np.where(c[band, 2] < 0, 1, 2)
-    return v, f, part
 
 
 def random_surface_points(num_faces: int, n: int, seed: int):
