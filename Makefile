@@ -12,7 +12,7 @@ WORKERS ?= 2
 # torch's OpenMP threads spin while waiting; on shared 2-core machines that costs 3-40x (see results/bench.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup test test-fast lint body data train eval demo export
+.PHONY: help setup test test-fast lint body data train eval demo export compare ablation sweep report
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,23 @@ train: data ## train and evaluate METHOD (meshpose|pymaf|dct|densereg); ARGS="<h
 
 eval: setup ## evaluate CKPT of METHOD on the test split
 	$(PYTHON) -m densehmr.evaluate method=$(METHOD) ckpt_path=$(CKPT) $(ARGS)
+
+SEEDS ?=
+TABLES ?=
+SWEEP ?=
+
+compare: data ## train and evaluate every method with the same settings [SEEDS="0 1"] [ARGS="<overrides for all>"] -> results/compare.{json,md,png}
+	$(PYTHON) -m densehmr.studies.compare $(if $(SEEDS),--seeds $(SEEDS),) $(ARGS)
+
+ablation: data ## the papers' ablation tables (grids: configs/sweeps/) [SEEDS=] [TABLES=a,b] [ARGS=] -> results/ablation.{json,md}
+	$(PYTHON) -m densehmr.studies.ablation $(if $(SEEDS),--seeds $(SEEDS),) $(if $(TABLES),--tables $(TABLES),) $(ARGS)
+
+sweep: setup ## W&B sweep SWEEP=<configs/sweeps/ name> run by a local agent (needs `wandb login`) [ARGS=]
+	@test -n "$(SWEEP)" || { echo "error: make sweep needs SWEEP=<one of: $$(ls configs/sweeps | sed 's/\.yaml$$//' | tr '\n' ' ')>"; exit 2; }
+	$(PYTHON) -m densehmr.studies.sweep $(SWEEP) $(ARGS)
+
+report: setup ## results/REPORT.md: the papers' claims against results/compare.json and results/ablation.json
+	$(PYTHON) -m densehmr.studies.report
 
 bench: setup ## speed, size and cost of every method and stage -> results/bench.{json,md} (QUICK=1: ~3 min)
 	$(PYTHON) -m densehmr.bench $(if $(QUICK),--quick,)

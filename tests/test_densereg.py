@@ -21,6 +21,7 @@ from densehmr.losses.densepose import (
 )
 from densehmr.losses.quantize import decode, decode_hard, decode_soft, encode
 from densehmr.nn.heads.densepose_head import DensePoseHead
+from densehmr.render import gt_mesh_iuv
 from densehmr.viz.iuv import iuv_to_rgb, points_to_iuv
 
 WEIGHTS = {"part_ce": 1.0, "uv": 0.01, "uv_bin": 1.0, "coarse_seg": 5.0}
@@ -359,3 +360,36 @@ def _overfit(body, regression: str, steps: int, **options) -> tuple[float, float
 def test_overfit_sixteen_samples_reaches_gps_ap_80(body):
     ap, seconds = _overfit(body, "direct", steps=250)
     assert ap >= 0.80, f"GPS AP {ap:.3f} after {seconds:.0f} s"
+
+
+def test_rendered_supervision_is_zero_for_maps_equal_to_the_rendered_gt(batch):
+    """With `supervision=rendered`, maps that are the GT mesh's rendered IUV give no part or U, V loss."""
+    model = _method(supervision="rendered")
+    b = dict(batch)
+    model.complete_batch(b)
+    out = model(b["image"])
+    iuv, keep = gt_mesh_iuv(b, model.body.charts, (64, 64), tuple(out["part_logits"].shape[-2:]))
+    assert keep.all() and (iuv[:, 0] > 0).sum() > 100
+    part = iuv[:, 0].long()
+    perfect = {
+        **out,
+        "part_logits": F.one_hot(part, 25).permute(0, 3, 1, 2).float() * 40.0,
+        "u": iuv[:, 1:2].expand(-1, 25, -1, -1).clone(),
+        "v": iuv[:, 2:3].expand(-1, 25, -1, -1).clone(),
+    }
+    terms = model.loss_terms(perfect, b)
+    assert terms["part_ce"].item() < 1e-6 and terms["uv"].item() < 1e-6
+    # The annotated points of the same samples are not the target any more: points mode scores them.
+    assert _method().loss_terms(perfect, b)["part_ce"].item() > 1e-3
+
+
+def test_rendered_supervision_keeps_the_points_of_samples_without_a_mesh(batch):
+    b = dict(batch)
+    _method().complete_batch(b)
+    b["has_smpl"] = torch.zeros_like(b["has_smpl"])  # vertices are there, but no sample has a GT mesh
+    points, rendered = _method(), _method(supervision="rendered")
+    rendered.load_state_dict(points.state_dict())
+    out = points(b["image"])
+    expected, got = points.loss_terms(out, b), rendered.loss_terms(out, b)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key])

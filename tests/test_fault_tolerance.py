@@ -304,7 +304,7 @@ def _train_command(data: Path, run_dir: Path, *extra: str) -> list[str]:
         f"data.samples_per_epoch={2 * STEPS_PER_EPOCH}", "method.batch_size=2", "dct.hidden=64",
         "logger=none", "trainer.max_epochs=2", "trainer_extra.checkpoint_every_n_steps=1", "seed=3",
         # A cosine schedule asks for the train DataLoader before the checkpoint is restored (Lightning #20550).
-        "method.module.scheduler={name:cosine}",
+        "scheduler={name:cosine}",
         f"run_dir={run_dir}", *extra,
     ]
 
@@ -360,7 +360,7 @@ def test_resume_refuses_a_folder_without_a_run_in_one_line(tmp_path):
 @pytest.mark.slow
 def test_a_diverging_run_stops_with_one_line_naming_step_and_term(tiny_data, tmp_path):
     # Adam at lr 1e30 sends every weight to ~1e30 in one step: the next loss overflows.
-    command = _train_command(tiny_data, tmp_path / "run", "method=densereg", "method.module.optimizer.lr=1e30")
+    command = _train_command(tiny_data, tmp_path / "run", "method=densereg", "optimizer.lr=1e30")
     command = [c for c in command if not c.startswith(("method=dct", "dct."))]
     out = subprocess.run(command, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True,
                          text=True, timeout=600)

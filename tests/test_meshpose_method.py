@@ -60,6 +60,20 @@ def test_pixel_space_round_trips_through_to_camera_with_the_gt_root(body, batch)
     torch.testing.assert_close(back, batch["verts"], atol=1e-4, rtol=0)
 
 
+def test_samples_with_a_part_near_the_camera_get_no_pixel_space_targets(body, batch):
+    """A truncated close-up (its nearest point at ~0.1 x the root depth) would project to huge pixels: such a sample
+    is left out of the 3D terms, the others keep theirs."""
+    m = build()
+    close = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items() if k != "_meshpose_targets"}
+    root = m.targets(batch)["root_depth"][0]
+    z = close["verts"][0, :, 2]
+    close["verts"][0, :, 2] = root + (z - root) * 0.9 * root / (root - z.min())  # stretched towards the camera
+    has = m.targets(close)["has_verts"]
+    assert not has[0] and has[1:].equal(m.targets(batch)["has_verts"][1:])
+    loss = m.loss_terms(m(close["image"]), close)["vertex"]
+    assert torch.isfinite(loss) and loss.item() < 10.0
+
+
 def test_template_scale_recovers_the_body_size(model, batch):
     gt = model.targets(batch)
     focal, principal, _ = model._focal_principal(batch)

@@ -356,7 +356,7 @@ def test_configs_compose(body, experiment):
     assert cfg.method.module.loss_weights.kp2d == 300.0 and cfg.pymaf.feedback == "grid"
     if experiment:
         assert list(cfg.image_size) == [224, 224] and cfg.backbone.name == "resnet50"
-        assert cfg.method.batch_size == 64 and cfg.method.module.optimizer.lr == 5e-5 and cfg.pymaf.channels == 256
+        assert cfg.method.batch_size == 64 and cfg.optimizer.lr == 5e-5 and cfg.pymaf.channels == 256
         return
     cfg.image_size = [64, 64]
     method = build_method(cfg)

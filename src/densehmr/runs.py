@@ -12,8 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from densehmr import config_resolvers
 from densehmr.fault import AtomicCheckpointIO, NonFinitePolicy, RandomState, TrainPosition
 from densehmr.files import atomic_write_bytes
+
+config_resolvers.register()
 
 
 class ConfigError(ValueError):
@@ -39,10 +42,16 @@ def build_method(cfg: DictConfig) -> pl.LightningModule:
         body=OmegaConf.to_container(cfg.body, resolve=True),
         backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
         image_size=list(cfg.image_size),
+        optimizer=_container(cfg.get("optimizer")),
+        scheduler=_container(cfg.get("scheduler")),
         **options,
         _recursive_=False,
         _convert_="all",
     )
+
+
+def _container(node) -> dict | None:
+    return OmegaConf.to_container(node, resolve=True) if node else None
 
 
 def build_logger(cfg: DictConfig, run_dir: Path):

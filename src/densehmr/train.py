@@ -97,12 +97,15 @@ def check_config_groups(argv: list[str]) -> None:
     """Refuse `group=choice` overrides naming a config that does not exist, in one line (Hydra's own
     message spans a screen)."""
     for arg in argv:
-        group, sep, choice = arg.partition("=")
+        group, sep, value = arg.partition("=")
         folder = Path(CONFIG_DIR) / group.lstrip("+~")
-        if sep and folder.is_dir() and choice not in ("null", "") and not (folder / f"{choice}.yaml").is_file():
-            known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-            print(f"error: unknown {group.lstrip('+~')} {choice!r}; choose one of: {known}", file=sys.stderr)
-            sys.exit(2)
+        if not (sep and folder.is_dir()):
+            continue
+        for choice in value.split(","):  # `a,b` is a multirun sweep over both
+            if choice not in ("null", "") and not (folder / f"{choice}.yaml").is_file():
+                known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+                print(f"error: unknown {group.lstrip('+~')} {choice!r}; choose one of: {known}", file=sys.stderr)
+                sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -15,7 +15,8 @@ from torch import Tensor
 def spatial_softmax(heatmaps: Tensor, gain: float | Tensor = 1.0) -> Tensor:
     """Softmax over the pixels of each channel: (B, C, H, W) -> (B, C, H, W), summing to 1 per channel."""
     b, c, h, w = heatmaps.shape
-    return torch.softmax(heatmaps.reshape(b, c, h * w) * gain, dim=-1).reshape(b, c, h, w)
+    # float32 even under bf16 autocast: a bf16 expectation is ~0.5 px coarse over a 128 px crop.
+    return torch.softmax(heatmaps.float().reshape(b, c, h * w) * gain, dim=-1).reshape(b, c, h, w)
 
 
 def argsoftmax_2d(heatmaps: Tensor, gain: float | Tensor = 1.0) -> Tensor:
@@ -31,6 +32,6 @@ def argsoftmax_2d(heatmaps: Tensor, gain: float | Tensor = 1.0) -> Tensor:
 
 def argsoftmax_1d(logits: Tensor, gain: float | Tensor = 1.0) -> Tensor:
     """Expected bin index (...) of a softmax over the last axis of logits (..., K), in [0, K - 1]."""
-    prob = torch.softmax(logits * gain, dim=-1)
+    prob = torch.softmax(logits.float() * gain, dim=-1)
     bins = torch.arange(logits.shape[-1], device=logits.device, dtype=prob.dtype)
     return (prob * bins).sum(-1)

@@ -12,6 +12,7 @@ The base does the rest: weighting and logging each term, optimizers, shared metr
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,8 +87,10 @@ class BaseMethod(pl.LightningModule, ABC):
         return self.loss_weights.get(term, 0.0) != 0.0
 
     def compute_loss(self, out: dict, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        """Total weighted loss and each weighted term (for logging)."""
-        terms = self.loss_terms(out, batch)
+        """Total weighted loss and each weighted term (for logging); the terms are computed in float32
+        whatever the training precision (bf16 pixel coordinates are 0.5 px coarse at 128 px)."""
+        with torch.autocast(device_type=batch["image"].device.type, enabled=False):
+            terms = self.loss_terms(_to_float(out), batch)
         unknown = set(terms) - set(self.loss_weights)
         if unknown:
             raise KeyError(f"{self.name}: loss terms without a weight in config: {sorted(unknown)}")
@@ -225,11 +228,13 @@ class BaseMethod(pl.LightningModule, ABC):
         sch = dict(self.scheduler_cfg)
         kind = sch.pop("name")
         if kind == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=self.trainer.estimated_stepping_batches, eta_min=sch.get("eta_min", 0.0)
-            )
+            total = int(self.trainer.estimated_stepping_batches)
+            factor = cosine_with_warmup(total, sch.get("warmup_steps", 0), sch.get("final_lr_factor", 0.0))
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         if kind == "step":
+            if sch.get("warmup_steps"):
+                raise ValueError("scheduler.warmup_steps applies to the cosine schedule only")
             scheduler = torch.optim.lr_scheduler.MultiStepLR(
                 optimizer, milestones=sch["milestones"], gamma=sch["gamma"]
             )
@@ -247,6 +252,30 @@ class BaseMethod(pl.LightningModule, ABC):
         from densehmr.viz.logging import log_images
 
         log_images(self, images, stage)
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int = 0, floor: float = 0.0):
+    """LR factor of a step: linear warmup from 0 over warmup_steps, then cosine from 1 down to floor at
+    total_steps (short CPU runs gain most from ending at a small learning rate)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _to_float(values):
+    """Floating tensors of a (nested) dict / list / tuple in float32, other values as they are."""
+    if isinstance(values, Mapping):
+        return {k: _to_float(v) for k, v in values.items()}
+    if isinstance(values, (list, tuple)):
+        return type(values)(_to_float(v) for v in values)
+    if isinstance(values, Tensor) and values.is_floating_point():
+        return values.float()
+    return values
 
 
 def _flatten(values, prefix: str = "") -> dict[str, Tensor]:

@@ -4,7 +4,9 @@ Loss terms (config `loss_weights`): `part_ce` (parts at annotated points), `uv` 
 the true part; in quantized mode on the in-bin residuals), `uv_bin` (quantized mode only: bin
 cross-entropy), `coarse_seg` (person mask, or DensePose's 14 coarse parts with 15 channels).
 Regression `direct` (DensePose-RCNN) or `quantized` (DenseReg: K bins per part and coordinate plus a
-residual, decoded `hard` or `soft`).
+residual, decoded `hard` or `soft`). Supervision `points` (DensePose-RCNN: the annotated points) or
+`rendered` (DenseReg's dense correspondences: every body pixel of the GT mesh rendered at the output
+resolution, for samples with a mesh and a camera; the others keep their points).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from densehmr.losses.quantize import DECODE_MODES, decode
 from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.densepose_head import DensePoseHead
-from densehmr.render import PerspectiveCamera, mesh_to_iuv
+from densehmr.render import PerspectiveCamera, gt_mesh_iuv, mesh_to_iuv
 from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, points_to_iuv, side_by_side
 
 REGRESSIONS = ("direct", "quantized")
+SUPERVISIONS = ("points", "rendered")
 COARSE_CLASSES = (2, 15)
 PICTURE_SAMPLES = 4
 
@@ -57,6 +60,7 @@ class DenseReg(BaseMethod):
         output_resolution: str = "stride",
         coarse_classes: int = 2,
         smooth_l1_beta: float = 1.0,
+        supervision: str = "points",
         log_images_every_n_steps: int = 200,
         densepose_kappa: str = "per_part",
     ) -> None:
@@ -69,6 +73,8 @@ class DenseReg(BaseMethod):
             raise ValueError(f"regression must be one of {REGRESSIONS}, got {regression!r}")
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+        if supervision not in SUPERVISIONS:
+            raise ValueError(f"supervision must be one of {SUPERVISIONS}, got {supervision!r}")
         if coarse_classes not in COARSE_CLASSES:
             raise ValueError(f"coarse_classes must be one of {COARSE_CLASSES}, got {coarse_classes}")
         if num_bins < 1:
@@ -79,6 +85,7 @@ class DenseReg(BaseMethod):
         self.decode_mode = decode
         self.coarse_classes = coarse_classes
         self.smooth_l1_beta = smooth_l1_beta
+        self.supervision = supervision
 
         backbone_cfg = dict(backbone or {"name": "resnet18"})
         self.backbone = build_backbone(backbone_cfg.pop("name"), **backbone_cfg)
@@ -107,23 +114,39 @@ class DenseReg(BaseMethod):
     def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
         size = tuple(batch["image"].shape[-2:])
         valid = batch["dp_valid"] & batch["has_dp"][:, None]
-        points = dict(xy=batch["dp_xy"], part=batch["dp_I"], valid=valid, image_size=size)
+        sets = [dict(xy=batch["dp_xy"], part=batch["dp_I"], u=batch["dp_U"], v=batch["dp_V"], valid=valid)]
+        if self.supervision == "rendered" and "verts" in batch and batch["has_smpl"].any():
+            dense = self.rendered_points(batch, tuple(out["part_logits"].shape[-2:]))
+            rendered = dense["valid"].any(1)
+            sets[0]["valid"] = valid & ~rendered[:, None]
+            # U, V terms are sums over points (DensePose's normalization): the rendered pixels count as many
+            # points as the samples had annotated, so `uv`'s weight means the same in both modes.
+            annotated = (valid & rendered[:, None]).sum().clamp(min=1)
+            dense["scale"] = annotated / dense["valid"].sum().clamp(min=1)
+            sets.append(dense)
         terms: dict[str, Tensor] = {}
-        if self.active("part_ce"):
-            terms["part_ce"] = part_cross_entropy(out["part_logits"], **points)
-        if self.regression == "direct" and self.active("uv"):
-            terms["uv"] = uv_smooth_l1(
-                out["u"], out["v"], u=batch["dp_U"], v=batch["dp_V"], beta=self.smooth_l1_beta, **points
-            )
-        if self.regression == "quantized" and (self.active("uv") or self.active("uv_bin")):
-            bin_ce, residual = quantized_uv_losses(
-                out["u_bins"], out["u_res"], out["v_bins"], out["v_res"], u=batch["dp_U"], v=batch["dp_V"],
-                beta=self.smooth_l1_beta, **points,
-            )
-            if self.active("uv_bin"):
-                terms["uv_bin"] = bin_ce
-            if self.active("uv"):
-                terms["uv"] = residual
+        counts = torch.stack([p["valid"].sum() for p in sets]).float()
+        for p, share in zip(sets, counts / counts.sum().clamp(min=1), strict=True):
+            scale = p.get("scale", 1.0)
+            points = dict(xy=p["xy"], part=p["part"], valid=p["valid"], image_size=size)
+            found: dict[str, Tensor] = {}
+            if self.active("part_ce"):
+                found["part_ce"] = share * part_cross_entropy(out["part_logits"], **points)
+            if self.regression == "direct" and self.active("uv"):
+                found["uv"] = scale * uv_smooth_l1(
+                    out["u"], out["v"], u=p["u"], v=p["v"], beta=self.smooth_l1_beta, **points
+                )
+            if self.regression == "quantized" and (self.active("uv") or self.active("uv_bin")):
+                bin_ce, residual = quantized_uv_losses(
+                    out["u_bins"], out["u_res"], out["v_bins"], out["v_res"], u=p["u"], v=p["v"],
+                    beta=self.smooth_l1_beta, **points,
+                )
+                if self.active("uv_bin"):
+                    found["uv_bin"] = share * bin_ce
+                if self.active("uv"):
+                    found["uv"] = scale * residual
+            for k, v in found.items():
+                terms[k] = terms[k] + v if k in terms else v
         if self.active("coarse_seg"):
             if self.coarse_classes == 2:
                 labels, keep = batch["mask"] > 0.5, batch["has_mask"]
@@ -131,6 +154,20 @@ class DenseReg(BaseMethod):
                 labels, keep = batch["mask_parts"], batch["has_mask_parts"]
             terms["coarse_seg"] = coarse_segmentation_ce(out["coarse_logits"], labels, keep)
         return terms
+
+    def rendered_points(self, batch: dict, size: tuple[int, int]) -> dict[str, Tensor]:
+        """Every pixel centre of an (h, w) grid over the crop as a point (B, h*w, ...), crop px, labelled
+        by the GT mesh's rendered IUV; valid on the body of samples that have a rendered mesh."""
+        iuv, keep = gt_mesh_iuv(batch, self.body.charts, self.image_size, size)
+        h, w = size
+        ys, xs = torch.meshgrid(torch.arange(h, device=iuv.device), torch.arange(w, device=iuv.device), indexing="ij")
+        crop_h, crop_w = self.image_size
+        xy = torch.stack([(xs + 0.5) * crop_w / w, (ys + 0.5) * crop_h / h], -1).reshape(1, h * w, 2)
+        part, u, v = iuv.flatten(2).unbind(1)
+        return dict(
+            xy=xy.expand(iuv.shape[0], -1, -1).float(), part=part.long(), u=u, v=v,
+            valid=(part > 0) & keep[:, None],
+        )
 
     def decoded_uv(self, out: dict) -> tuple[Tensor, Tensor]:
         """U and V (B, 25, h, w) of every part at the output resolution."""

@@ -81,6 +81,7 @@ class MeshPose(BaseMethod):
         upsampler_noise_px: float = 2.0,
         metric_scale: str = "template",
         default_focal: float = 2.0,
+        min_depth_ratio: float = 0.3,
         **base_options,
     ) -> None:
         super().__init__(
@@ -116,6 +117,7 @@ class MeshPose(BaseMethod):
         self.upsampler_noise_px = upsampler_noise_px
         self.metric_scale = metric_scale
         self.default_focal = default_focal * max(self.image_size)
+        self.min_depth_ratio = min_depth_ratio
 
         faces_low = low.charts.faces.long()
         template_low = low.from_full(self.body.v_template, self.body.faces)
@@ -192,7 +194,7 @@ class MeshPose(BaseMethod):
             root = torch.einsum("v,bvc->bc", self.landmark_h36m[_PELVIS], cam_low)
             out["verts_low"] = _to_pixel_space(cam_low, root[:, 2], focal, principal)
             out["root_depth"] = root[:, 2]
-            out["has_verts"] = batch["has_smpl"] & has_cam & (root[:, 2] > 0)
+            out["has_verts"] = batch["has_smpl"] & has_cam & self._depth_ok(cam_low[..., 2], root[:, 2])
         else:
             b = batch["image"].shape[0]
             out["has_verts"] = torch.zeros(b, dtype=torch.bool, device=focal.device)
@@ -201,17 +203,23 @@ class MeshPose(BaseMethod):
         joints = _to_pixel_space(kp3d[..., :3], root_z, focal, principal)
         out["joints3d"] = joints - joints[:, _PELVIS : _PELVIS + 1]
         out["joints3d_conf"] = kp3d[..., 3]
-        out["has_joints3d"] = batch["has_kp3d"] & has_cam & (root_z > 0)
+        conf = kp3d[..., 3] > 0
+        near = torch.where(conf, kp3d[..., 2], torch.full_like(root_z[:, None], float("inf")))
+        out["has_joints3d"] = batch["has_kp3d"] & has_cam & self._depth_ok(near, root_z)
         batch["_meshpose_targets"] = out
         return out
 
+    def _depth_ok(self, depth: Tensor, root_depth: Tensor) -> Tensor:
+        """(B,) bool: every point's depth (B, N) m is at least min_depth_ratio x the root depth (B,) m.
+
+        Pixel space is x = f X / Z: a body part near or behind the camera (a truncated close-up) maps to
+        huge or meaningless pixels, and one such sample dominated a batch's loss by 1e3-1e5x.
+        """
+        return (root_depth > 0) & (depth.amin(-1) >= self.min_depth_ratio * root_depth)
+
     # ----------------------------------------------------------------- losses
     def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
-        with torch.autocast(device_type=batch["image"].device.type, enabled=False):
-            return self._loss_terms({k: v.float() for k, v in out.items()}, batch)
-
-    def _loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
-        """Every active term, in float32."""
+        """Every active term (float32: the base class calls it outside autocast)."""
         terms: dict[str, Tensor] = {}
         scale = float(max(batch["image"].shape[-2:]))
         gt = self.targets(batch)

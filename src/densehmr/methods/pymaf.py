@@ -31,8 +31,7 @@ from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.pymaf_head import PyMAFHead
 from densehmr.render import (
-    PerspectiveCamera,
-    mesh_to_iuv,
+    gt_mesh_iuv,
     screen_to_iuv,
     weak_perspective_to_screen,
 )
@@ -130,15 +129,8 @@ class PyMAF(BaseMethod):
         return summed
 
     def gt_iuv(self, batch: dict, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """IUV (B, 3, h, w) of the GT meshes rendered by their cameras at an (h, w) grid covering the
-        crop, and which samples (B,) have one (SMPL parameters and a camera)."""
-        k = batch["cam_K"].float()
-        keep = batch["has_smpl"] & batch.get("has_cam", batch["has_smpl"]) & (k[:, 0, 0] > 0)
-        ratio = torch.tensor([size[1] / self.image_size[1], size[0] / self.image_size[0]], device=k.device)
-        camera = PerspectiveCamera(k[:, [0, 1], [0, 1]] * ratio, k[:, :2, 2] * ratio)
-        with torch.no_grad():
-            iuv = mesh_to_iuv(batch["verts"].float(), self.body.charts, camera, size)
-        return iuv, keep
+        """IUV (B, 3, h, w) of the GT meshes on an (h, w) grid over the crop; which samples (B,) have one."""
+        return gt_mesh_iuv(batch, self.body.charts, self.image_size, size)
 
     def aux_iuv_loss(self, maps: dict[str, Tensor], batch: dict) -> Tensor:
         """PyMAF's auxiliary DensePose loss on the IUV maps (B, c, h, w) against the rendered GT."""

@@ -1,0 +1,205 @@
+"""`python -m densehmr.studies.ablation [--seeds 0 1] [--out results] [--runs runs/studies/ablation]
+[--tables t1,t2] [overrides...]` (`make ablation ARGS="<overrides>"`)
+
+The ablation tables of the seed papers, one per configs/sweeps/<study>.yaml (the same grids `make sweep`
+runs on W&B): every row is trained for each seed (or, for decoding-time options, the default model is
+re-evaluated), then results/ablation.json and results/ablation.md give mean ± std over seeds. A cell
+reached from two studies (e.g. the full MeshPose model) is trained once. Re-running skips finished cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from densehmr.studies.common import (
+    canonical_overrides,
+    compose_train,
+    config_error,
+    git_commit,
+    invocation,
+    run_settings,
+    split_overrides,
+    write_json,
+    write_text,
+)
+from densehmr.studies.grid import EVALUATE, Cell, CellResult, hydra_string, read_metrics, run_grid, statuses
+from densehmr.studies.sweep import SWEEPS_DIR, expand_grid, load_sweep, override, parameter_values
+from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table
+
+STUDIES = ("meshpose_losses", "meshpose_uv_decoding", "vertexpose_vs_densereg", "pymaf_feedback", "pymaf_aux_iuv",
+           "dct_dense")
+# Options that act at inference only: the row re-evaluates the default model's checkpoint instead of training.
+EVAL_ONLY = frozenset({"meshpose.uv_decoding"})
+# The per-cell training budget: 20 trainings x 2 seeds and 6 re-evaluations in about 45 minutes on 2 cores
+# (100 steps, a 9th of `make train`: the tables rank settings early in training); ARGS overrides it.
+BUDGET = ("trainer.max_steps=100", "trainer.max_time=00:00:03:00")
+DEFAULT_OVERRIDES = ("logger=csv", *BUDGET)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a study's table: the method, its training overrides and its decoding-time overrides."""
+
+    label: str
+    method: str
+    train: tuple[str, ...]
+    evaluate: tuple[str, ...] = ()
+
+
+def study_rows(sweep: Mapping) -> list[Row]:
+    """The sweep's grid without seeds, one Row per point; the label names the values that vary."""
+    values = parameter_values(sweep)
+    varying = [k for k, v in values.items() if len(v) > 1 and k != "seed"]
+    rows = []
+    for point in expand_grid(sweep, exclude=("seed",)):
+        method = point.pop("method")
+        label = ", ".join(override(k, method if k == "method" else point[k]) for k in varying) or method
+        rows.append(Row(label, method, tuple(override(k, v) for k, v in point.items() if k not in EVAL_ONLY),
+                        tuple(override(k, v) for k, v in point.items() if k in EVAL_ONLY)))
+    return rows
+
+
+def study_seeds(sweep: Mapping, seeds: Sequence[int] | None) -> list[int]:
+    return list(seeds) if seeds else [int(s) for s in parameter_values(sweep).get("seed", [0])]
+
+
+def cell_name(method: str, overrides: Sequence[str]) -> str:
+    """A folder name for a cell: `pymaf` + `pymaf.feedback=grid` -> `pymaf-feedback-grid`. Only letters,
+    digits and `._-`: a run folder is passed back to Hydra as `run_dir=...`, whose grammar refuses `=`."""
+    parts = [method]
+    for o in overrides:
+        key, _, value = o.partition("=")
+        parts.append(f"{key.removeprefix(method + '.')}-{value}")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(parts))
+
+
+def eval_run_id(overrides: Sequence[str]) -> str:
+    """`meshpose.uv_decoding=closest` -> `uv_decoding_closest` (a folder name Hydra's grammar accepts)."""
+    return "_".join(o.split("=", 1)[0].rsplit(".", 1)[-1] + "_" + o.split("=", 1)[1] for o in overrides)
+
+
+def plan(studies: Mapping[str, Mapping], seeds: Sequence[int] | None, shared: Sequence[str], runs: Path,
+         canonical=canonical_overrides) -> tuple[list[Cell], dict[str, list[tuple[Row, dict[int, Cell]]]]]:
+    """The cells to run (deduplicated, seed-major so that a stopped grid has every row's first seed) and,
+    per study, each row with the cell giving its numbers for each seed."""
+    cells: dict[tuple, Cell] = {}
+    tables: dict[str, list[tuple[Row, dict[int, Cell]]]] = {}
+    for study, sweep in studies.items():
+        tables[study] = []
+        for row in study_rows(sweep):
+            canon = tuple(canonical(row.method, row.train, shared))
+            name = cell_name(row.method, canon)
+            by_seed = {}
+            for seed in study_seeds(sweep, seeds):
+                train = cells.setdefault((name, seed, ()), Cell(name, row.method, (*shared, *canon), seed,
+                                                                Path(runs) / name / f"seed{seed}"))
+                by_seed[seed] = train
+                if row.evaluate:
+                    run_id = eval_run_id(row.evaluate)
+                    ckpt = train.run_dir / "checkpoints" / "last.ckpt"
+                    by_seed[seed] = cells.setdefault((name, seed, row.evaluate), Cell(
+                        f"{name}+{run_id}", row.method,
+                        (*train.overrides, *row.evaluate, f"ckpt_path={hydra_string(ckpt)}", f"run_id={run_id}"), seed,
+                        train.run_dir / f"eval-{run_id}", entry=EVALUATE, requires=ckpt))
+            tables[study].append((row, by_seed))
+    order = sorted({c.seed for c in cells.values()})
+    ranked = sorted(enumerate(cells.values()), key=lambda ic: (order.index(ic[1].seed), ic[0]))
+    return [c for _, c in ranked], tables
+
+
+def study_results(tables: Mapping[str, list[tuple[Row, dict[int, Cell]]]], results: Sequence[CellResult],
+                  studies: Mapping[str, Mapping]) -> dict:
+    """study -> title, parameters and rows: label -> mean ± std over the seeds whose cell finished."""
+    finished = {r.cell for r in results if r.ok}
+    out = {}
+    for study, rows in tables.items():
+        entries = {}
+        for row, by_seed in rows:
+            done = [c for c in by_seed.values() if c in finished]
+            metrics = [m for c in done if (m := read_metrics(c.metrics_path)) is not None]
+            entries[row.label] = {
+                **aggregate(metrics), "method": row.method, "overrides": [*row.train, *row.evaluate],
+                "seeds": [c.seed for c in done], "runs": [str(c.run_dir) for c in by_seed.values()],
+                "commands": [c.command() for c in by_seed.values()],
+            }
+        values = parameter_values(studies[study])
+        out[study] = {"title": studies[study].get("description", study), "sweep": f"configs/sweeps/{study}.yaml",
+                      "parameters": [k for k, v in values.items() if len(v) > 1 and k != "seed"], "rows": entries}
+    return out
+
+
+NOTES = {
+    "meshpose_uv_decoding": "Not retrained: each row re-evaluates the same `meshpose` (all losses) checkpoint "
+                            "per seed with that decoding (`python -m densehmr.evaluate ...`).",
+    "vertexpose_vs_densereg": "Compare MeshPose's VertexPose GPS AP with DenseReg's GPS AP (same backbone).",
+}
+
+
+def markdown(data: Mapping) -> str:
+    s = data["settings"]
+    lines = ["# Ablations", "", f"Written by `{data['command']}` on {data['written']} (commit `{s['git_commit']}`).",
+             "", f"Shared overrides: `{' '.join(s['overrides'])}`; backbone {s['backbone']}, crops "
+             f"{s['image_size'][0]}×{s['image_size'][1]}. Mean ± standard deviation over the seeds listed (± only "
+             "with more than one seed); AP ×100, errors in mm, — where the method has no such output.", ""]
+    for study, entry in data["studies"].items():
+        seeds = sorted({seed for row in entry["rows"].values() for seed in row["seeds"]})
+        lines += [f"## {entry['title']}", "", f"Grid: `{entry['sweep']}`; finished seeds: "
+                  f"{', '.join(map(str, seeds)) or 'none'}. {NOTES.get(study, '')}".rstrip(), "",
+                  markdown_table(list(entry["rows"].items()), METRIC_COLUMNS, "row")]
+    failed = [f"- `{c['command']}`: {c['status']}" for c in data["cells"].values() if c["status"] not in
+              ("done", "skipped")]
+    if failed:
+        lines += ["## Cells that did not finish", "", *failed, ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m densehmr.studies.ablation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: each sweep file's seeds")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/studies/ablation"))
+    parser.add_argument("--tables", default=",".join(STUDIES), help=f"comma-separated, of: {', '.join(STUDIES)}")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.epilog = "Hydra overrides (key=value, anywhere on the line) apply to every cell (e.g. the budget)."
+    options, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(options)
+    args.overrides = overrides
+    names = [t for t in args.tables.split(",") if t]
+    unknown = [t for t in names if not (SWEEPS_DIR / f"{t}.yaml").is_file()]
+    if unknown:
+        print(f"error: unknown tables {unknown}; choose from {', '.join(STUDIES)}", file=sys.stderr)
+        return 2
+
+    shared = [*DEFAULT_OVERRIDES, *args.overrides]
+    studies = {name: load_sweep(name) for name in names}
+    try:
+        cells, tables = plan(studies, args.seeds, shared, args.runs)
+    except (HydraException, OmegaConfBaseException) as err:
+        return config_error(err)
+    results = run_grid(cells, progress=not args.no_progress, desc="ablation")
+    data = {
+        "command": invocation("densehmr.studies.ablation", argv),
+        "written": dt.datetime.now().isoformat(timespec="seconds"),
+        "settings": {**run_settings(compose_train(["method=meshpose", *shared])), "overrides": shared,
+                     "git_commit": git_commit()},
+        "studies": study_results(tables, results, studies),
+        "cells": statuses(results),
+    }
+    write_json(args.out / "ablation.json", data)
+    write_text(args.out / "ablation.md", markdown(data))
+    print(f"wrote {args.out / 'ablation.json'} and {args.out / 'ablation.md'}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""What the study commands share: composing the training config, the settings and provenance a results
+file records (git commit, the command line), W&B credentials, and writing json."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from densehmr.files import atomic_write_bytes
+from densehmr.train import CONFIG_DIR
+
+ROOT = Path(CONFIG_DIR).parent
+
+
+def compose_train(overrides: Sequence[str]) -> DictConfig:
+    """configs/train.yaml composed with `overrides`, as `python -m densehmr.train <overrides>` would."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def config_error(err: Exception) -> int:
+    """A bad override (unknown key, group or value) in one line, exit status 2, as densehmr.train does."""
+    print(f"error: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
+    return 2
+
+
+def same_config(a: DictConfig, b: DictConfig) -> bool:
+    # Unresolved, so `${now:...}` compares as text rather than as two clock readings.
+    return OmegaConf.to_yaml(a) == OmegaConf.to_yaml(b)
+
+
+def canonical_overrides(method: str, overrides: Sequence[str], shared: Sequence[str] = ()) -> list[str]:
+    """`overrides` without those that change nothing for `method` (e.g. `ablation=full`, or a value equal to
+    the default), so that one cell reached from two studies gets one name and one run."""
+    base_args = [f"method={method}", *shared]
+    base = compose_train(base_args)
+    return [o for o in overrides if not same_config(compose_train([*base_args, o]), base)]
+
+
+def run_settings(cfg: DictConfig) -> dict:
+    """The settings a comparison holds fixed, read from a composed config (not from the command line, so
+    that defaults are recorded too)."""
+    trainer = cfg.trainer
+    return {
+        "image_size": list(cfg.image_size),
+        "backbone": cfg.backbone.name,
+        "data_train": [str(d.root) for d in cfg.data.train],
+        "data_val": [str(d.root) for d in cfg.data.val],
+        "trainer": {k: trainer.get(k) for k in ("accelerator", "devices", "max_steps", "max_epochs", "max_time",
+                                                 "precision") if k in trainer},
+        "logger": cfg.logger.kind,
+    }
+
+
+def git_commit() -> str:
+    """HEAD's commit, `+dirty` when the working tree has changes; `unknown` outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def invocation(module: str, argv: Sequence[str] | None = None) -> str:
+    """The command line that ran this study, to be pasted again."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(options, Hydra overrides): `key=value`, `+key=value` and `~key` are overrides wherever they stand, so
+    that `--seeds 0 1 trainer.max_steps=10` does not read the override as a seed."""
+    options, overrides = [], []
+    for arg in argv:
+        is_override = not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
+        (overrides if is_override else options).append(arg)
+    return options, overrides
+
+
+def wandb_unavailable() -> str | None:
+    """Why W&B cannot be used online here (None when it can): the same rule as the training logger."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        return f"WANDB_MODE={mode}"
+    if not os.environ.get("WANDB_API_KEY") and not (Path.home() / ".netrc").exists():
+        return "no WANDB_API_KEY and no ~/.netrc"
+    return None
+
+
+def _finite(obj):
+    # Strict JSON has no NaN/Infinity; a metric that could not be computed is written as null.
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, data: dict) -> Path:
+    atomic_write_bytes(Path(path), (json.dumps(_finite(data), indent=2, default=str) + "\n").encode())
+    return Path(path)
+
+
+def write_text(path: Path, text: str) -> Path:
+    atomic_write_bytes(Path(path), text.encode())
+    return Path(path)

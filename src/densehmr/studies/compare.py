@@ -1,0 +1,157 @@
+"""`python -m densehmr.studies.compare [--seeds 0] [--out results] [--runs runs/studies/compare] [overrides...]`
+
+Trains and evaluates every method with the same shared settings (data, crop size, backbone, trainer, seeds:
+configs/train.yaml's defaults plus the overrides given, applied to all), then writes results/compare.json,
+results/compare.md and results/compare.png (`make compare ARGS="<overrides>"`). Re-running skips the runs
+already finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from densehmr.bench.methods import METHOD_ORDER
+from densehmr.studies.common import (
+    compose_train,
+    config_error,
+    git_commit,
+    invocation,
+    run_settings,
+    split_overrides,
+    write_json,
+    write_text,
+)
+from densehmr.studies.grid import Cell, CellResult, read_metrics, run_grid, statuses
+from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table
+
+# Grid runs log to CSV: an offline W&B run per cell costs startup time and disk (`logger=wandb` to change).
+DEFAULT_OVERRIDES = ("logger=csv",)
+COLUMNS = (
+    *(c for c in METRIC_COLUMNS if c[1] != "vertexpose/densepose/gpsm_ap"),
+    ("params (M)", "params", "params"),
+    ("CPU latency B1 (ms)", "latency_ms", "ms"),
+)
+
+
+def compare_cells(methods: Sequence[str], seeds: Sequence[int], overrides: Sequence[str], runs: Path) -> list[Cell]:
+    """One training per (method, seed), seed-major: a stopped grid still has every method's first seed."""
+    return [Cell(m, m, tuple(overrides), s, Path(runs) / m / f"seed{s}") for s in seeds for m in methods]
+
+
+def measure_network(method: str, overrides: Sequence[str], repeats: int = 20, warmup: int = 3) -> dict:
+    """Parameters and median CPU latency (ms) of one image through the network as trained (the same
+    overrides), with densehmr.bench's counters."""
+    import torch
+
+    from densehmr.bench.methods import count_params, median_ms
+    from densehmr.runs import build_method
+
+    cfg = compose_train([f"method={method}", *overrides, "logger=none"])
+    model = build_method(cfg).eval()
+    h, w = (int(s) for s in cfg.image_size)
+    image = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        latency = median_ms(lambda: model(image), repeats, warmup, "cpu")
+    return {"params": count_params(model), "latency_ms": latency, "latency_threads": torch.get_num_threads()}
+
+
+def method_results(metrics: Mapping[str, Sequence[Mapping]], measures: Mapping[str, Mapping]) -> dict:
+    """method -> mean (± std) of its seeds' metrics, plus params and latency_ms."""
+    return {m: {**aggregate(runs), **measures.get(m, {})} for m, runs in metrics.items()}
+
+
+def finished_metrics(results: Sequence[CellResult]) -> dict[str, list[dict]]:
+    """method -> the metrics.json of each of its finished cells, in seed order."""
+    out: dict[str, list[dict]] = {}
+    for r in results:
+        out.setdefault(r.cell.method, [])
+        if r.ok and (metrics := read_metrics(r.cell.metrics_path)) is not None:
+            out[r.cell.method].append(metrics)
+    return out
+
+
+def markdown(data: Mapping) -> str:
+    s = data["settings"]
+    trainer = ", ".join(f"{k}={v}" for k, v in s["trainer"].items() if k in ("max_steps", "max_time", "max_epochs"))
+    lines = [
+        "# Method comparison",
+        "",
+        f"Written by `{data['command']}` on {data['written']} (commit `{s['git_commit']}`).",
+        "",
+        f"Shared settings: backbone {s['backbone']}, crops {s['image_size'][0]}×{s['image_size'][1]}, trainer "
+        f"{trainer}, seeds {', '.join(map(str, s['seeds']))}, train data {', '.join(s['data_train'])}, evaluated "
+        f"on {', '.join(s['data_val'])}; overrides: `{' '.join(s['overrides']) or 'none'}`.",
+        "",
+        "Mean ± standard deviation over seeds (± only with more than one seed). AP ×100; MPJPE, PA-MPJPE and PVE "
+        "in mm; — where a method has no such output. Latency: median of batch-1 forwards on CPU "
+        f"({s.get('latency_threads', '?')} torch threads), measured after training, on a shared machine.",
+        "",
+        markdown_table(list(data["methods"].items()), COLUMNS, "method", drop_empty=False),
+        "![accuracy against latency and PA-MPJPE](compare.png)",
+        "",
+    ]
+    failed = [f"- `{c['command']}`: {c['status']}" for c in data["cells"].values() if c["status"] not in
+              ("done", "skipped")]
+    if failed:
+        lines += ["Cells that did not finish (their numbers are missing above):", "", *failed, ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m densehmr.studies.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: configs/train.yaml's seed")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/studies/compare"))
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_ORDER))
+    parser.add_argument("--no-progress", action="store_true")
+    parser.epilog = "Hydra overrides (key=value, anywhere on the line) apply to every method."
+    options, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(options)
+    args.overrides = overrides
+
+    shared = [*DEFAULT_OVERRIDES, *args.overrides]
+    try:
+        configs = {m: compose_train([f"method={m}", *shared]) for m in args.methods}
+    except (HydraException, OmegaConfBaseException) as err:
+        return config_error(err)
+    seeds = args.seeds if args.seeds is not None else [int(next(iter(configs.values())).seed)]
+    settings = {m: run_settings(cfg) for m, cfg in configs.items()}
+    if len({str(v) for v in settings.values()}) > 1:
+        print(f"warning: the methods' settings differ: {settings}", file=sys.stderr)
+
+    results = run_grid(compare_cells(args.methods, seeds, shared, args.runs), progress=not args.no_progress,
+                       desc="compare")
+    measures = {m: measure_network(m, shared) for m in args.methods}
+    first = next(iter(configs.values()))
+    data = {
+        "command": invocation("densehmr.studies.compare", argv),
+        "written": dt.datetime.now().isoformat(timespec="seconds"),
+        "settings": {
+            **settings[args.methods[0]], "overrides": shared, "seeds": seeds, "git_commit": git_commit(),
+            "batch_size": {m: int(cfg.method.batch_size) for m, cfg in configs.items()},
+            "latency_threads": next(iter(measures.values()))["latency_threads"],
+        },
+        "methods": method_results(finished_metrics(results), measures),
+        "cells": statuses(results),
+    }
+    out = args.out
+    write_json(out / "compare.json", data)
+    write_text(out / "compare.md", markdown(data))
+    from densehmr.studies.plots import compare_figure, log_to_wandb, write_figure
+
+    png = write_figure(out / "compare.png", compare_figure(data["methods"]))
+    log_to_wandb(png, dict(first.logger), key="compare")
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.md'} and {png}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

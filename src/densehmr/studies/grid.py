@@ -1,0 +1,199 @@
+"""Running a grid of cells (one training or evaluation each), resumably and crash-tolerantly.
+
+Each cell runs in its own process (`python -m densehmr.train ...`), so a crash, an out-of-memory kill or
+a stuck CUDA context ends that cell only. A cell whose run folder already holds a complete metrics.json
+from the same command is skipped, so running a grid again resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from densehmr.files import atomic_write_bytes
+
+TRAIN = "densehmr.train"
+EVALUATE = "densehmr.evaluate"
+
+
+def hydra_string(value: object) -> str:
+    """`value` as a Hydra override value: quoted when it holds characters the grammar would read otherwise
+    (`=`, `,`, spaces, brackets...)."""
+    text = str(value)
+    if re.fullmatch(r"[\w./+:@~-]+", text):
+        return text
+    return "'" + text.replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: `python -m <entry> method=<method> <overrides> seed=<seed> run_dir=<run_dir>`.
+
+    requires: a file that must exist before the cell can run (an evaluation's checkpoint); a cell whose
+    requirement is missing is reported as blocked, not run.
+    """
+
+    name: str
+    method: str
+    overrides: tuple[str, ...] = ()
+    seed: int = 0
+    run_dir: Path = Path("runs/studies/cell")
+    entry: str = TRAIN
+    requires: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Lists are accepted; a tuple keeps the cell hashable (grids dedupe cells).
+        object.__setattr__(self, "overrides", tuple(self.overrides))
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+
+    def args(self) -> list[str]:
+        """The command line after the interpreter."""
+        return ["-m", self.entry, f"method={self.method}", *self.overrides, f"seed={self.seed}",
+                f"run_dir={hydra_string(self.run_dir)}"]
+
+    def command(self) -> str:
+        """The command a person can paste to make this cell again."""
+        return shlex.join(["python", *self.args()])
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.json"
+
+    @property
+    def log_path(self) -> Path:
+        # train.out for a training, evaluate.out for an evaluation.
+        return self.run_dir / f"{self.entry.rsplit('.', 1)[-1]}.out"
+
+
+@dataclass
+class CellResult:
+    """What happened to a cell: done (ran now), skipped (finished before), failed, or blocked."""
+
+    cell: Cell
+    status: str
+    returncode: int | None = None
+    seconds: float = 0.0
+    tail: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "skipped")
+
+
+Runner = Callable[[Cell, Path], int]
+
+
+def subprocess_runner(cell: Cell, log_path: Path) -> int:
+    """Run the cell in a fresh Python process, stdout and stderr into `log_path`; its exit code."""
+    with open(log_path, "wb") as log:
+        return subprocess.run([sys.executable, *cell.args()], stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def read_metrics(path: Path) -> dict | None:
+    """metrics.json's dict, or None when it is missing, unreadable or empty (an unfinished run)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data else None
+
+
+def _recorded_command(cell: Cell) -> list[str] | None:
+    try:
+        return json.loads((cell.run_dir / "cell.json").read_text())["args"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def is_finished(cell: Cell) -> bool:
+    """metrics.json is complete and was made by this very command (a run folder made with other settings,
+    e.g. another training budget, does not count)."""
+    recorded = _recorded_command(cell)
+    return read_metrics(cell.metrics_path) is not None and recorded in (None, cell.args())
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Move a finished run made by another command out of the way (never delete a person's results)."""
+    n = 1
+    while (target := run_dir.with_name(f"{run_dir.name}.replaced-{n}")).exists():
+        n += 1
+    run_dir.rename(target)
+    return target
+
+
+def log_tail(path: Path, lines: int = 15) -> list[str]:
+    """The last `lines` non-empty lines of a log; progress bars' carriage returns count as line ends."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return []
+    return [ln for ln in text.replace("\r", "\n").splitlines() if ln.strip()][-lines:]
+
+
+def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 15) -> CellResult:
+    """Run one cell unless it is finished already (see `is_finished`)."""
+    if is_finished(cell):
+        return CellResult(cell, "skipped", 0)
+    if cell.requires is not None and not Path(cell.requires).exists():
+        return CellResult(cell, "blocked", None, tail=[f"missing {cell.requires}"])
+    if read_metrics(cell.metrics_path) is not None:
+        _set_aside(cell.run_dir)
+    cell.run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"name": cell.name, "command": cell.command(), "args": cell.args()}
+    atomic_write_bytes(cell.run_dir / "cell.json", (json.dumps(record, indent=2) + "\n").encode())
+    start = time.perf_counter()
+    code = runner(cell, cell.log_path)
+    seconds = time.perf_counter() - start
+    # A zero exit without metrics (e.g. killed between fit and test) is a failure too.
+    if code == 0 and read_metrics(cell.metrics_path) is not None:
+        return CellResult(cell, "done", 0, seconds)
+    return CellResult(cell, "failed", code, seconds, log_tail(cell.log_path, tail_lines))
+
+
+def run_grid(
+    cells: Iterable[Cell], runner: Runner = subprocess_runner, progress: bool = True, tail_lines: int = 15,
+    desc: str = "grid",
+) -> list[CellResult]:
+    """Run every cell in order, going on after a failure; one result per cell, in order.
+
+    A failed cell is reported on stderr (exit code and the last lines of its log, kept in its run folder).
+    """
+    cells = list(cells)
+    results = []
+    bar = tqdm(cells, desc=desc, unit="cell", disable=not progress, file=sys.stderr)
+    for cell in bar:
+        bar.set_postfix_str(f"{cell.name} seed={cell.seed}")
+        result = run_cell(cell, runner, tail_lines)
+        results.append(result)
+        if result.status in ("failed", "blocked"):
+            tqdm.write(describe_failure(result), file=sys.stderr)
+    bar.close()
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "blocked")}
+    print(f"{desc}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
+    return results
+
+
+def describe_failure(result: CellResult) -> str:
+    cell = result.cell
+    if result.status == "blocked":
+        return f"{cell.name} seed={cell.seed}: blocked ({'; '.join(result.tail)})"
+    head = f"{cell.name} seed={cell.seed}: failed with exit code {result.returncode}; log: {cell.log_path}"
+    return "\n".join([head, *(f"    {ln}" for ln in result.tail)])
+
+
+def statuses(results: Sequence[CellResult]) -> dict[str, dict]:
+    """Per cell (by run folder): status, exit code, seconds and the command, for a results json."""
+    return {
+        str(r.cell.run_dir): {"name": r.cell.name, "seed": r.cell.seed, "status": r.status,
+                              "returncode": r.returncode, "seconds": round(r.seconds, 1), "command": r.cell.command()}
+        for r in results
+    }

@@ -1,0 +1,79 @@
+"""Seeds to numbers, numbers to markdown: the mean and spread of each metric over seeds, and tables.
+
+An entry is a flat dict: metric key -> mean over seeds, `<key>_std` -> sample standard deviation (n - 1)
+where more than one seed has the metric, `n_seeds`. Average precisions are stored as fractions and shown
+x100; errors are in mm.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+
+# (header, metric key, kind): kind says how to show the number (see `format_value`).
+Column = tuple[str, str, str]
+
+METRIC_COLUMNS: tuple[Column, ...] = (
+    ("GPS AP", "densepose/gps_ap", "ap"),
+    ("GPSm AP", "densepose/gpsm_ap", "ap"),
+    ("VertexPose GPS AP", "vertexpose/densepose/gps_ap", "ap"),
+    ("VertexPose GPSm AP", "vertexpose/densepose/gpsm_ap", "ap"),
+    ("keypoint AP", "keypoints/ap", "ap"),
+    ("MPJPE (mm)", "mesh/mpjpe", "mm"),
+    ("PA-MPJPE (mm)", "mesh/pa_mpjpe", "mm"),
+    ("PVE (mm)", "mesh/pve", "mm"),
+)
+MISSING = "—"
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def aggregate(runs: Sequence[Mapping]) -> dict:
+    """Mean of every numeric metric over `runs` (one metrics dict per seed), `<key>_std` where >1 seed has
+    it, text metrics (e.g. `mesh/protocol`) kept when all seeds agree, and `n_seeds`."""
+    keys = list(dict.fromkeys(k for run in runs for k in run))
+    out: dict = {}
+    for key in keys:
+        values = [run[key] for run in runs if key in run and run[key] is not None]
+        if values and all(_number(v) for v in values):
+            numbers = [float(v) for v in values]
+            out[key] = statistics.fmean(numbers)
+            if len(numbers) > 1:
+                out[f"{key}_std"] = statistics.stdev(numbers)
+        elif values and all(v == values[0] for v in values):
+            out[key] = values[0]
+    out["n_seeds"] = len(runs)
+    return out
+
+
+def format_value(entry: Mapping, key: str, kind: str) -> str:
+    """One table cell: `mean ± std` (std only where measured), or — where the metric is missing.
+
+    kind: ap (fraction shown x100), mm, params (shown in millions), ms.
+    """
+    value = entry.get(key)
+    if not _number(value):
+        return MISSING
+    if not math.isfinite(value):
+        return "nan"
+    scale, digits = {"ap": (100.0, 1), "mm": (1.0, 1), "params": (1e-6, 2), "ms": (1.0, 1)}[kind]
+    text = f"{value * scale:.{digits}f}"
+    std = entry.get(f"{key}_std")
+    if _number(std) and math.isfinite(std):
+        text += f" ± {std * scale:.{digits}f}"
+    return text
+
+
+def markdown_table(rows: Sequence[tuple[str, Mapping]], columns: Sequence[Column], first: str = "",
+                   drop_empty: bool = True) -> str:
+    """A markdown table: one row per (label, entry); columns missing from every row are left out."""
+    if drop_empty:
+        columns = [c for c in columns if any(_number(entry.get(c[1])) for _, entry in rows)]
+    lines = ["| " + " | ".join([first, *(c[0] for c in columns)]) + " |",
+             "|" + "|".join("---" for _ in range(len(columns) + 1)) + "|"]
+    for label, entry in rows:
+        lines.append("| " + " | ".join([label, *(format_value(entry, key, kind) for _, key, kind in columns)]) + " |")
+    return "\n".join(lines) + "\n"
