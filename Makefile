@@ -51,8 +51,8 @@ data: setup ## generate the synthetic benchmark into $(DATA_DIR) if missing (res
 	$(PYTHON) -m datamodules.synthetic --out $(DATA_DIR)/train --split train --num $(DATA_TRAIN) --size $(DATA_SIZE) --seed 0 --workers $(WORKERS)
 	$(PYTHON) -m datamodules.synthetic --out $(DATA_DIR)/val --split val --num $(DATA_VAL) --size $(DATA_SIZE) --seed 0 --workers $(WORKERS)
 
-train: data ## train and evaluate METHOD (meshpose|pymaf|dct|densereg); ARGS="<hydra overrides>"; RESUME=<run dir> continues that run
-	$(PYTHON) -m densehmr.train method=$(METHOD) $(if $(RESUME),resume=$(RESUME),) $(ARGS)
+train: data ## train and evaluate METHOD (meshpose|pymaf|dct|densereg) [EXPERIMENT=paper_<m>] [ARGS="<hydra overrides>"]; RESUME=<run dir> continues that run
+	$(PYTHON) -m densehmr.train method=$(METHOD) $(if $(EXPERIMENT),experiment=$(EXPERIMENT),) $(if $(RESUME),resume=$(RESUME),) $(ARGS)
 
 eval: setup ## evaluate CKPT of METHOD on the test split
 	$(PYTHON) -m densehmr.evaluate method=$(METHOD) ckpt_path=$(CKPT) $(ARGS)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import write_tiny_synthetic
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -276,12 +277,7 @@ STEPS_PER_EPOCH = 4
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, body):
-    from datamodules.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root / "train", "train", 6, 64, seed=0, body=body, progress=False)
-    generate(root / "val", "val", 2, 64, seed=0, body=body, progress=False)
-    return root
+    return write_tiny_synthetic(tmp_path_factory.mktemp("synthetic"), body, train=6, val=2, size=64)
 
 
 class PauseOnce(pl.Callback):

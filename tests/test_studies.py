@@ -292,13 +292,8 @@ def test_sweep_without_credentials_prints_one_line_and_fails(tmp_path, monkeypat
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, body):
-    from datamodules.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root / "train", "train", 8, 128, seed=0, body=body, progress=False)
-    generate(root / "val", "val", 4, 128, seed=0, body=body, progress=False)
-    return root
+def tiny_data(tiny_synthetic):
+    return tiny_synthetic
 
 
 def test_a_sweep_runs_as_a_hydra_multirun(tiny_data, tmp_path):

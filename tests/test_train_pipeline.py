@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from datamodules.synthetic import generate
 from densehmr.train import CONFIG_DIR, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,11 +18,8 @@ METHODS = sorted(p.stem for p in (ROOT / "configs" / "method").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, body):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root / "train", "train", 8, 128, seed=0, body=body, progress=False)
-    generate(root / "val", "val", 4, 128, seed=0, body=body, progress=False)
-    return root
+def tiny_data(tiny_synthetic):
+    return tiny_synthetic
 
 
 def overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -9,7 +9,6 @@ reached from two studies (e.g. the full MeshPose model) is trained once. Re-runn
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import re
 import sys
@@ -26,14 +25,14 @@ from densehmr.studies.common import (
     config_error,
     git_commit,
     invocation,
+    parse_study_args,
     run_settings,
-    split_overrides,
     write_json,
     write_text,
 )
 from densehmr.studies.grid import EVALUATE, Cell, CellResult, hydra_string, read_metrics, run_grid, statuses
 from densehmr.studies.sweep import SWEEPS_DIR, expand_grid, load_sweep, override, parameter_values
-from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table
+from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table, unfinished_lines
 
 STUDIES = ("meshpose_losses", "meshpose_uv_decoding", "vertexpose_vs_densereg", "pymaf_feedback", "pymaf_aux_iuv",
            "dct_dense")
@@ -155,25 +154,15 @@ def markdown(data: Mapping) -> str:
         lines += [f"## {entry['title']}", "", f"Grid: `{entry['sweep']}`; finished seeds: "
                   f"{', '.join(map(str, seeds)) or 'none'}. {NOTES.get(study, '')}".rstrip(), "",
                   markdown_table(list(entry["rows"].items()), METRIC_COLUMNS, "row")]
-    failed = [f"- `{c['command']}`: {c['status']}" for c in data["cells"].values() if c["status"] not in
-              ("done", "skipped")]
-    if failed:
-        lines += ["## Cells that did not finish", "", *failed, ""]
+    lines += unfinished_lines(data["cells"], "## Cells that did not finish")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m densehmr.studies.ablation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", help="default: each sweep file's seeds")
-    parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--runs", type=Path, default=Path("runs/studies/ablation"))
-    parser.add_argument("--tables", default=",".join(STUDIES), help=f"comma-separated, of: {', '.join(STUDIES)}")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.epilog = "Hydra overrides (key=value, anywhere on the line) apply to every cell (e.g. the budget)."
-    options, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(options)
-    args.overrides = overrides
+    args = parse_study_args(
+        "densehmr.studies.ablation", __doc__, "runs/studies/ablation", "default: each sweep file's seeds", argv,
+        lambda p: p.add_argument("--tables", default=",".join(STUDIES), help=f"comma-separated: {', '.join(STUDIES)}"),
+    )
     names = [t for t in args.tables.split(",") if t]
     unknown = [t for t in names if not (SWEEPS_DIR / f"{t}.yaml").is_file()]
     if unknown:

@@ -3,13 +3,14 @@ file records (git commit, the command line), W&B credentials, and writing json."
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -85,6 +86,25 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
         is_override = not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
         (overrides if is_override else options).append(arg)
     return options, overrides
+
+
+def parse_study_args(module: str, doc: str, runs: str, seeds_help: str, argv: Sequence[str] | None,
+                     extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The options every study takes (--seeds, --out, --runs, --no-progress, plus `extra`'s) and its Hydra
+    overrides (`key=value` anywhere on the line, applied to every cell) as `.overrides`."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", help=seeds_help)
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--runs", type=Path, default=Path(runs))
+    parser.add_argument("--no-progress", action="store_true")
+    if extra is not None:
+        extra(parser)
+    parser.epilog = "Hydra overrides (key=value, anywhere on the line) apply to every cell."
+    options, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(options)
+    args.overrides = overrides
+    return args
 
 
 def wandb_unavailable() -> str | None:

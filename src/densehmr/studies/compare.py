@@ -8,7 +8,6 @@ already finished.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,13 +22,13 @@ from densehmr.studies.common import (
     config_error,
     git_commit,
     invocation,
+    parse_study_args,
     run_settings,
-    split_overrides,
     write_json,
     write_text,
 )
 from densehmr.studies.grid import Cell, CellResult, read_metrics, run_grid, statuses
-from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table
+from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table, unfinished_lines
 
 # Grid runs log to CSV: an offline W&B run per cell costs startup time and disk (`logger=wandb` to change).
 DEFAULT_OVERRIDES = ("logger=csv",)
@@ -97,26 +96,15 @@ def markdown(data: Mapping) -> str:
         "![accuracy against latency and PA-MPJPE](compare.png)",
         "",
     ]
-    failed = [f"- `{c['command']}`: {c['status']}" for c in data["cells"].values() if c["status"] not in
-              ("done", "skipped")]
-    if failed:
-        lines += ["Cells that did not finish (their numbers are missing above):", "", *failed, ""]
+    lines += unfinished_lines(data["cells"], "Cells that did not finish (their numbers are missing above):")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m densehmr.studies.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", help="default: configs/train.yaml's seed")
-    parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--runs", type=Path, default=Path("runs/studies/compare"))
-    parser.add_argument("--methods", nargs="+", default=list(METHOD_ORDER))
-    parser.add_argument("--no-progress", action="store_true")
-    parser.epilog = "Hydra overrides (key=value, anywhere on the line) apply to every method."
-    options, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(options)
-    args.overrides = overrides
-
+    args = parse_study_args(
+        "densehmr.studies.compare", __doc__, "runs/studies/compare", "default: configs/train.yaml's seed", argv,
+        lambda p: p.add_argument("--methods", nargs="+", default=list(METHOD_ORDER)),
+    )
     shared = [*DEFAULT_OVERRIDES, *args.overrides]
     try:
         configs = {m: compose_train([f"method={m}", *shared]) for m in args.methods}

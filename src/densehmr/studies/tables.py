@@ -77,3 +77,9 @@ def markdown_table(rows: Sequence[tuple[str, Mapping]], columns: Sequence[Column
     for label, entry in rows:
         lines.append("| " + " | ".join([label, *(format_value(entry, key, kind) for _, key, kind in columns)]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def unfinished_lines(cells: Mapping[str, Mapping], heading: str) -> list[str]:
+    """Markdown lines listing the grid's cells that did not finish (by their command), or none."""
+    failed = [f"- `{c['command']}`: {c['status']}" for c in cells.values() if c["status"] not in ("done", "skipped")]
+    return [heading, "", *failed, ""] if failed else []
