@@ -142,7 +142,7 @@ def test_predictions_have_the_shared_interface():
         pred = model.predict(out, batch)
     n, v = batch["image"].shape[0], model.body.num_vertices
     assert pred.iuv.shape == (n, 3, *SIZE) and pred.verts.shape == (n, v, 3) and pred.kp2d.shape == (n, 17, 3)
-    assert pred.mask is None  # as PyMAF: same metric keys
+    assert torch.equal(pred.mask, (pred.iuv[:, 0] > 0).float())  # the mesh's silhouette, as PyMAF
     # The camera-frame mesh projects, through the sample's own camera, onto the weak-perspective kp2d.
     k = batch["cam_K"]
     camera = PerspectiveCamera(k[:, [0, 1], [0, 1]], k[:, :2, 2])
@@ -205,9 +205,9 @@ def test_lightning_step_reports_pymafs_metric_keys():
     )
     trainer.fit(model, loader, loader)
     keys = set(model.last_metrics)
-    for key in ("val/mesh/mpjpe", "val/mesh/pa_mpjpe", "val/mesh/pve", "val/densepose/gps_ap", "val/keypoints/ap"):
+    for key in ("val/mesh/mpjpe", "val/mesh/pa_mpjpe", "val/mesh/pve", "val/densepose/gps_ap", "val/keypoints/ap",
+                "val/mask/iou"):
         assert key in keys
-    assert not any(k.startswith("val/mask/") for k in keys)
 
 
 @pytest.mark.slow

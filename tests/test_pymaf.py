@@ -337,6 +337,8 @@ def test_predicting_the_gt_body_scores_near_perfect(body, small_batch):
     rows = torch.arange(4)[:, None].expand_as(valid)
     part = pred.iuv[rows, 0, xy[..., 1], xy[..., 0]]
     assert (part == batch["dp_I"]).float()[valid].mean() > 0.85
+    # The mask is the predicted mesh's silhouette: the GT body's covers the person mask.
+    assert (pred.mask == batch["mask"]).float().mean() > 0.95
     method.update_metrics(pred, batch)
     assert method.metrics()["mesh"].compute()["mpjpe"] < 1e-3
     assert method.metrics()["densepose"].compute()["gps_ap"] > 0.6

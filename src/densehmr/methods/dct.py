@@ -228,8 +228,10 @@ class DCT(BaseMethod):
         screen = weak_perspective_to_screen(verts, cam, self.image_size[1])
         focal, principal = self.focal_principal(batch)
         transl = crop_translation(cam, focal, principal, self.image_size)
+        iuv = screen_to_iuv(screen, self.body.charts, self.image_size)
         return Prediction(
-            iuv=screen_to_iuv(screen, self.body.charts, self.image_size),
+            iuv=iuv,
+            mask=(iuv[:, 0] > 0).to(iuv.dtype),  # the mesh's silhouette
             verts=verts + transl[:, None],
             kp2d=torch.cat([out["kp2d"], torch.ones_like(out["kp2d"][..., :1])], -1),
         )

@@ -169,6 +169,7 @@ class PyMAF(BaseMethod):
         iuv = screen_to_iuv(screen, self.body.charts, self.image_size)
         return Prediction(
             iuv=iuv,
+            mask=(iuv[:, 0] > 0).to(iuv.dtype),  # the mesh's silhouette
             verts=verts + self.camera_translation(cam, batch)[:, None],
             kp2d=kp2d,
         )
