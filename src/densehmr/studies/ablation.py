@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from densehmr.studies.common import (
 )
 from densehmr.studies.grid import EVALUATE, Cell, CellResult, hydra_string, read_metrics, run_grid, statuses
 from densehmr.studies.sweep import SWEEPS_DIR, expand_grid, load_sweep, override, parameter_values
-from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table, unfinished_lines
+from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table, unfinished_lines, wall_time
 
 STUDIES = ("meshpose_losses", "meshpose_uv_decoding", "vertexpose_vs_densereg", "pymaf_feedback", "pymaf_aux_iuv",
            "dct_dense")
@@ -145,7 +146,8 @@ NOTES = {
 
 def markdown(data: Mapping) -> str:
     s = data["settings"]
-    lines = ["# Ablations", "", f"Written by `{data['command']}` on {data['written']} (commit `{s['git_commit']}`).",
+    written = f"Written by `{data['command']}` on {data['written']} (commit `{s['git_commit'][:9]}`{wall_time(s)})."
+    lines = ["# Ablations", "", written,
              "", f"Shared overrides: `{' '.join(s['overrides'])}`; backbone {s['backbone']}, crops "
              f"{s['image_size'][0]}×{s['image_size'][1]}. Mean ± standard deviation over the seeds listed (± only "
              "with more than one seed); AP ×100, errors in mm, — where the method has no such output.", ""]
@@ -175,12 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells, tables = plan(studies, args.seeds, shared, args.runs)
     except (HydraException, OmegaConfBaseException) as err:
         return config_error(err)
+    commit, start = git_commit(), time.perf_counter()  # the code the cells ran, not the code at the end
     results = run_grid(cells, progress=not args.no_progress, desc="ablation")
     data = {
         "command": invocation("densehmr.studies.ablation", argv),
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {**run_settings(compose_train(["method=meshpose", *shared])), "overrides": shared,
-                     "git_commit": git_commit()},
+                     "git_commit": commit, "seconds": round(time.perf_counter() - start)},
         "studies": study_results(tables, results, studies),
         "cells": statuses(results),
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from densehmr.studies.common import (
     write_text,
 )
 from densehmr.studies.grid import Cell, CellResult, read_metrics, run_grid, statuses
-from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table, unfinished_lines
+from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table, unfinished_lines, wall_time
 
 # Grid runs log to CSV: an offline W&B run per cell costs startup time and disk (`logger=wandb` to change).
 DEFAULT_OVERRIDES = ("logger=csv",)
@@ -82,7 +83,7 @@ def markdown(data: Mapping) -> str:
     lines = [
         "# Method comparison",
         "",
-        f"Written by `{data['command']}` on {data['written']} (commit `{s['git_commit']}`).",
+        f"Written by `{data['command']}` on {data['written']} (commit `{s['git_commit'][:9]}`{wall_time(s)}).",
         "",
         f"Shared settings: backbone {s['backbone']}, crops {s['image_size'][0]}×{s['image_size'][1]}, trainer "
         f"{trainer}, seeds {', '.join(map(str, s['seeds']))}, train data {', '.join(s['data_train'])}, evaluated "
@@ -115,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len({str(v) for v in settings.values()}) > 1:
         print(f"warning: the methods' settings differ: {settings}", file=sys.stderr)
 
+    commit, start = git_commit(), time.perf_counter()  # the code the cells ran, not the code at the end
     results = run_grid(compare_cells(args.methods, seeds, shared, args.runs), progress=not args.no_progress,
                        desc="compare")
     measures = {m: measure_network(m, shared) for m in args.methods}
@@ -123,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": invocation("densehmr.studies.compare", argv),
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {
-            **settings[args.methods[0]], "overrides": shared, "seeds": seeds, "git_commit": git_commit(),
+            **settings[args.methods[0]], "overrides": shared, "seeds": seeds, "git_commit": commit,
+            "seconds": round(time.perf_counter() - start),
             "batch_size": {m: int(cfg.method.batch_size) for m, cfg in configs.items()},
             "latency_threads": next(iter(measures.values()))["latency_threads"],
         },

@@ -83,3 +83,9 @@ def unfinished_lines(cells: Mapping[str, Mapping], heading: str) -> list[str]:
     """Markdown lines listing the grid's cells that did not finish (by their command), or none."""
     failed = [f"- `{c['command']}`: {c['status']}" for c in cells.values() if c["status"] not in ("done", "skipped")]
     return [heading, "", *failed, ""] if failed else []
+
+
+def wall_time(settings: Mapping) -> str:
+    """`, 39 min wall` from a study's recorded seconds, or nothing for files written before they were."""
+    seconds = settings.get("seconds")
+    return f", {seconds / 60:.0f} min wall" if _number(seconds) else ""
