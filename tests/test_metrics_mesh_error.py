@@ -49,6 +49,15 @@ def test_reflection_is_not_undone():
         np.testing.assert_allclose(aligned[i].numpy(), expected, atol=1e-9)
 
 
+def test_a_collapsed_prediction_aligns_to_the_target_centroid():
+    """All predicted joints at one point: the best similarity has scale 0, so every joint lands on the target's
+    centroid (a finite error, not the 0/0 of the scale formula)."""
+    target = torch.randn(2, 17, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    collapsed = torch.full((2, 17, 3), 0.3, dtype=torch.float64)
+    aligned = similarity_align(collapsed, target)
+    torch.testing.assert_close(aligned, target.mean(1, keepdim=True).expand_as(target))
+
+
 def test_moving_one_joint_by_hand():
     gt = torch.randn(2, 17, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     delta = torch.tensor([0.014, 0.0, 0.0], dtype=torch.float64)

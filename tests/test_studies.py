@@ -105,6 +105,8 @@ def test_aggregate_mean_and_sample_std_over_seeds():
     assert single == {"a": 0.25, "n_seeds": 1}
     assert format_value(out, "a", "ap") == "20.0 ± 14.1" and format_value(single, "a", "ap") == "25.0"
     assert format_value(out, "missing", "mm") == "—" and format_value({"x": 12_630_000}, "x", "params") == "12.63"
+    undefined = aggregate([{"m": 10.0}, {"m": float("nan")}])  # a seed whose metric could not be computed
+    assert math.isnan(undefined["m"]) and "m_std" not in undefined and format_value(undefined, "m", "mm") == "nan"
     table = markdown_table([("r1", out), ("r2", single)], [("AP", "a", "ap"), ("none", "zz", "mm")], "row")
     assert table.splitlines() == ["| row | AP |", "|---|---|", "| r1 | 20.0 ± 14.1 |", "| r2 | 25.0 |"]
 
@@ -136,8 +138,8 @@ def test_compare_writes_means_tables_and_figure_from_finished_runs(tmp_path, mon
     assert data["settings"]["seeds"] == [0, 1] and data["settings"]["backbone"] == "resnet18"
     assert "logger=csv" in data["settings"]["overrides"] and data["command"].startswith("python -m densehmr")
     md = (out / "compare.md").read_text()
-    assert "| meshpose | 20.0 ± 14.1 | — | 40.0 ± 14.1 | — | — | 85.0 ± 7.1 | — | 12.50 | 40.0 |" in md
-    assert "| densereg | 50.0 ± 14.1 | — | — | 0.0 ± 0.0 | — | — | — | 12.50 | 40.0 |" in md
+    assert "| meshpose | 20.0 ± 14.1 | — | 40.0 ± 14.1 | — | — | — | — | 85.0 ± 7.1 | — | 12.50 | 40.0 |" in md
+    assert "| densereg | 50.0 ± 14.1 | — | — | — | — | 0.0 ± 0.0 | — | — | — | 12.50 | 40.0 |" in md
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -220,6 +222,15 @@ def test_report_judges_claims_from_the_numbers():
     assert claim_verdict("dct_dense") == "disagree"
     assert claim_verdict("pymaf_aux_iuv") == "inconclusive"
     assert claim_verdict("pymaf_feedback") == "no data"
+    # Equal APs satisfy "at least as good", but both near zero they say nothing: inconclusive.
+    decoding = {f"meshpose.uv_decoding={d}": row(**{"vertexpose/densepose/gps_ap": (0.001, 0.0)})
+                for d in ("barycentric", "closest", "global_average")}
+    ablation_data["studies"]["meshpose_uv_decoding"] = {"rows": decoding}
+    assert claim_verdict("uv_decoding") == "inconclusive"
+    decoding["meshpose.uv_decoding=closest"] = row(**{"vertexpose/densepose/gps_ap": (0.30, 0.0)})
+    decoding["meshpose.uv_decoding=barycentric"] = row(**{"vertexpose/densepose/gps_ap": (0.30, 0.0)})
+    decoding["meshpose.uv_decoding=global_average"] = row(**{"vertexpose/densepose/gps_ap": (0.20, 0.0)})
+    assert claim_verdict("uv_decoding") == "agree"
     text = report.report(results)
     assert "**Verdict: agree**" in text and "**Verdict: disagree**" in text and "results/compare.json (missing)" in text
     line = "| densepose/gps_ap: ablation=l3d_l2d > ablation=l3d | 20.0 ± 1.0 | 10.0 ± 1.0 | +10.0 | 1.4 | agree |"

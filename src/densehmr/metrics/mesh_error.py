@@ -29,7 +29,9 @@ def similarity_align(source: Tensor, target: Tensor) -> Tensor:
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
     fix = torch.diag_embed(torch.stack([torch.ones_like(sign), torch.ones_like(sign), sign], -1))
     rot = vh.transpose(1, 2) @ fix @ u.transpose(1, 2)  # maps centred source onto centred target
-    scale = (rot @ cov).diagonal(dim1=1, dim2=2).sum(-1) / (xs**2).sum((1, 2))
+    # A collapsed source (all joints at one point) is best mapped to the target's centroid: scale 0, not 0/0.
+    spread = (xs**2).sum((1, 2))
+    scale = torch.where(spread > 0, (rot @ cov).diagonal(dim1=1, dim2=2).sum(-1) / spread.clamp(min=1e-300), 0.0)
     aligned = scale[:, None, None] * xs @ rot.transpose(1, 2) + mu_t
     return aligned.to(source.dtype)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,13 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells, tables = plan(studies, args.seeds, shared, args.runs)
     except (HydraException, OmegaConfBaseException) as err:
         return config_error(err)
-    commit, start = git_commit(), time.perf_counter()  # the code the cells ran, not the code at the end
+    commit = git_commit()  # the code the cells run, not the code at the end
     results = run_grid(cells, progress=not args.no_progress, desc="ablation")
     data = {
         "command": invocation("densehmr.studies.ablation", argv),
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {**run_settings(compose_train(["method=meshpose", *shared])), "overrides": shared,
-                     "git_commit": commit, "seconds": round(time.perf_counter() - start)},
+                     "git_commit": commit, "seconds": round(sum(r.seconds for r in results))},
         "studies": study_results(tables, results, studies),
         "cells": statuses(results),
     }

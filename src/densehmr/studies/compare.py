@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -116,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len({str(v) for v in settings.values()}) > 1:
         print(f"warning: the methods' settings differ: {settings}", file=sys.stderr)
 
-    commit, start = git_commit(), time.perf_counter()  # the code the cells ran, not the code at the end
+    commit = git_commit()  # the code the cells run, not the code at the end
     results = run_grid(compare_cells(args.methods, seeds, shared, args.runs), progress=not args.no_progress,
                        desc="compare")
     measures = {m: measure_network(m, shared) for m in args.methods}
@@ -126,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {
             **settings[args.methods[0]], "overrides": shared, "seeds": seeds, "git_commit": commit,
-            "seconds": round(time.perf_counter() - start),
+            "seconds": round(sum(r.seconds for r in results)),
             "batch_size": {m: int(cfg.method.batch_size) for m, cfg in configs.items()},
             "latency_threads": next(iter(measures.values()))["latency_threads"],
         },

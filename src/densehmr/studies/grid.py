@@ -114,6 +114,14 @@ def _recorded_command(cell: Cell) -> list[str] | None:
         return None
 
 
+def _recorded_seconds(cell: Cell) -> float:
+    """How long the cell's finished run took when it ran (0 if not recorded)."""
+    try:
+        return float(json.loads((cell.run_dir / "cell.json").read_text()).get("seconds", 0.0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
+
+
 def is_finished(cell: Cell) -> bool:
     """metrics.json is complete and was made by this very command (a run folder made with other settings,
     e.g. another training budget, does not count)."""
@@ -142,7 +150,7 @@ def log_tail(path: Path, lines: int = 15) -> list[str]:
 def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 15) -> CellResult:
     """Run one cell unless it is finished already (see `is_finished`)."""
     if is_finished(cell):
-        return CellResult(cell, "skipped", 0)
+        return CellResult(cell, "skipped", 0, _recorded_seconds(cell))
     if cell.requires is not None and not Path(cell.requires).exists():
         return CellResult(cell, "blocked", None, tail=[f"missing {cell.requires}"])
     if read_metrics(cell.metrics_path) is not None:
@@ -153,6 +161,8 @@ def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 1
     start = time.perf_counter()
     code = runner(cell, cell.log_path)
     seconds = time.perf_counter() - start
+    atomic_write_bytes(cell.run_dir / "cell.json", (json.dumps({**record, "seconds": round(seconds, 1)}, indent=2)
+                                                    + "\n").encode())
     # A zero exit without metrics (e.g. killed between fit and test) is a failure too.
     if code == 0 and read_metrics(cell.metrics_path) is not None:
         return CellResult(cell, "done", 0, seconds)

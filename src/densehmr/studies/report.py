@@ -111,6 +111,10 @@ def lookup(ref: Ref, results: Mapping[str, Mapping]) -> Mapping | None:
     return entry if isinstance(value, int | float) and math.isfinite(value) else None
 
 
+# Average precisions both below half a point order nothing, whatever their seeds' spread.
+AP_FLOOR = 0.005
+
+
 def verdict(a: float, a_std: float | None, b: float, b_std: float | None, better: str,
             margin: float | None = None) -> tuple[str, float, float | None]:
     """(agree | disagree | inconclusive, gap, tolerance): gap > 0 when `a` is better than `b`."""
@@ -129,8 +133,11 @@ def judge(check: Check, results: Mapping[str, Mapping]) -> dict:
     ea, eb = lookup(check.a, results), lookup(check.b, results)
     if ea is None or eb is None:
         return {"check": check, "verdict": "no data", "a": ea, "b": eb}
-    result, gap, tol = verdict(ea[check.a.key], ea.get(f"{check.a.key}_std"), eb[check.b.key],
-                               eb.get(f"{check.b.key}_std"), check.better, check.margin)
+    a, b = ea[check.a.key], eb[check.b.key]
+    result, gap, tol = verdict(a, ea.get(f"{check.a.key}_std"), b, eb.get(f"{check.b.key}_std"), check.better,
+                               check.margin)
+    if _kind(check.a.key) == "ap" and max(abs(a), abs(b)) < AP_FLOOR:
+        result = "inconclusive"  # both near zero: the models have not learned what the claim compares
     return {"check": check, "verdict": result, "gap": gap, "tolerance": tol, "a": ea, "b": eb}
 
 
@@ -190,7 +197,12 @@ def cell_commands(ref: Ref, results: Mapping[str, Mapping]) -> list[str]:
 def _provenance(name: str, data: Mapping) -> str:
     if not data:
         return f"results/{name}.json (missing)"
-    return f"results/{name}.json (commit `{data.get('settings', {}).get('git_commit', '?')}`)"
+    settings = data.get("settings", {})
+    trainer = settings.get("trainer", {})
+    budget = ", ".join(f"{k}={trainer[k]}" for k in ("max_steps", "max_time") if k in trainer)
+    seeds = settings.get("seeds")
+    return (f"results/{name}.json (commit `{str(settings.get('git_commit', '?'))[:9]}`"
+            + (f"; {budget}" if budget else "") + (f"; seeds {seeds}" if seeds else "") + ")")
 
 
 def report(results: Mapping[str, Mapping]) -> str:

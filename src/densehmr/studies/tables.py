@@ -19,6 +19,8 @@ METRIC_COLUMNS: tuple[Column, ...] = (
     ("GPSm AP", "densepose/gpsm_ap", "ap"),
     ("VertexPose GPS AP", "vertexpose/densepose/gps_ap", "ap"),
     ("VertexPose GPSm AP", "vertexpose/densepose/gpsm_ap", "ap"),
+    ("IoU AP", "densepose/iou_ap", "ap"),
+    ("mask IoU", "mask/iou", "ap"),
     ("keypoint AP", "keypoints/ap", "ap"),
     ("MPJPE (mm)", "mesh/mpjpe", "mm"),
     ("PA-MPJPE (mm)", "mesh/pa_mpjpe", "mm"),
@@ -40,8 +42,8 @@ def aggregate(runs: Sequence[Mapping]) -> dict:
         values = [run[key] for run in runs if key in run and run[key] is not None]
         if values and all(_number(v) for v in values):
             numbers = [float(v) for v in values]
-            out[key] = statistics.fmean(numbers)
-            if len(numbers) > 1:
+            out[key] = statistics.fmean(numbers)  # nan if a seed's value is: shown, never hidden
+            if len(numbers) > 1 and all(math.isfinite(n) for n in numbers):
                 out[f"{key}_std"] = statistics.stdev(numbers)
         elif values and all(v == values[0] for v in values):
             out[key] = values[0]
@@ -86,6 +88,7 @@ def unfinished_lines(cells: Mapping[str, Mapping], heading: str) -> list[str]:
 
 
 def wall_time(settings: Mapping) -> str:
-    """`, 39 min wall` from a study's recorded seconds, or nothing for files written before they were."""
+    """`, cells 39 min` from a study's recorded seconds (the sum of its cells' runs, re-runs that skipped
+    finished cells included), or nothing for files written before they were."""
     seconds = settings.get("seconds")
-    return f", {seconds / 60:.0f} min wall" if _number(seconds) else ""
+    return f", cells {seconds / 60:.0f} min" if _number(seconds) else ""
