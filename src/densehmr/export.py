@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from densehmr.bench.methods import median_ms
 from densehmr.inference import METHOD_CLASSES, ModelError, crop_person, load_method, read_image
 from densehmr.methods.base import BaseMethod
 
@@ -127,17 +126,6 @@ def real_inputs(model: BaseMethod, folder: Path = REAL_IMAGES) -> Tensor | None:
     return images
 
 
-def median_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
-
-
 @dataclass
 class ExportReport:
     """One method's export: what was exported and how it compares with PyTorch."""
@@ -186,8 +174,8 @@ def export_and_check(
     one = torch.randn(1, input_channels(model), h, w, generator=generator)
     feed = {"image": one.numpy()}
     with torch.no_grad():
-        torch_ms = median_ms(lambda: graph(one), repeats)
-    ort_ms = median_ms(lambda: sess.run(None, feed), repeats)
+        torch_ms = median_ms(lambda: graph(one), repeats, warmup=3)
+    ort_ms = median_ms(lambda: sess.run(None, feed), repeats, warmup=3)
     return ExportReport(
         method=method,
         backbone=str((model.hparams.get("backbone") or {}).get("name", "?")),
