@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from batch_factory import make_batch
+from torch import nn
 
 from densehmr.losses import densepose as dp_losses
 from densehmr.losses.densepose import (
@@ -155,7 +156,8 @@ def test_coarse_segmentation_reads_labels_at_output_pixel_centres():
 # ----------------------------------------------------------------------------- head
 @pytest.mark.parametrize(
     ("feature_stride", "resolution", "expected"),
-    [(8, "stride", (32, 48)), (16, "stride", (16, 24)), (8, "crop", (64, 96))],
+    [(8, "stride", (32, 48)), (16, "stride", (16, 24)), (8, "crop", (64, 96)), (4, "predictor", (32, 48)),
+     (8, "predictor", (16, 24))],
 )
 def test_head_output_sizes(feature_stride, resolution, expected):
     strides = [4, 8, 16, 32]
@@ -165,6 +167,17 @@ def test_head_output_sizes(feature_stride, resolution, expected):
     out = head(feats, (64, 96))
     assert out["a"].shape == (2, 25, *expected) and out["b"].shape == (2, 2, *expected)
     assert len(head.lateral) == sum(s >= feature_stride for s in strides)
+
+
+@pytest.mark.parametrize("norm", ["gn", "bn"])
+def test_head_norm_follows_each_tower_conv(norm):
+    head = DensePoseHead([8, 16, 24, 32], [4, 8, 16, 32], {"a": 3}, width=32, num_convs=3, norm=norm)
+    kinds = [type(m).__name__ for m in head.tower]
+    expected = {"gn": "GroupNorm", "bn": "BatchNorm2d"}[norm]
+    assert kinds == ["Conv2d", expected, "ReLU"] * 3
+    assert all(m.bias is None for m in head.tower if isinstance(m, nn.Conv2d))
+    with pytest.raises(ValueError, match="norm must be one of"):
+        DensePoseHead([8], [8], {"a": 3}, norm="ln")
 
 
 # ----------------------------------------------------------------------------- viz

@@ -14,9 +14,9 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from densehmr.studies import ablation, compare, report, sweep
+from densehmr.studies import ablation, compare, grid, report, sweep
 from densehmr.studies.common import compose_train, split_overrides
-from densehmr.studies.grid import Cell, run_grid
+from densehmr.studies.grid import Cell, cell_commits, run_grid, statuses
 from densehmr.studies.tables import aggregate, format_value, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +70,22 @@ def test_grid_reruns_a_cell_made_by_another_command_and_keeps_the_old_one(tmp_pa
     assert [r.status for r in run_grid([new], runner=fake_runner({}, calls), progress=False)] == ["done"]
     assert calls == ["a"] and (tmp_path / "a.replaced-1" / "metrics.json").is_file()
     assert json.loads((tmp_path / "a" / "cell.json").read_text())["args"] == new.args()
+
+
+def test_cells_record_the_commit_they_ran_and_compare_names_mixed_commits(tmp_path, monkeypatch):
+    monkeypatch.setattr(grid, "git_commit", lambda: "aaaaaaaaaaaa")
+    cells = [Cell(n, "dct", ("logger=none",), 0, tmp_path / n) for n in ("a", "b")]
+    run_grid(cells, runner=fake_runner({}, []), progress=False)
+    monkeypatch.setattr(grid, "git_commit", lambda: "bbbbbbbbbbbb")
+    (tmp_path / "b" / "metrics.json").unlink()  # b runs again, at the later commit; a is skipped
+    results = run_grid(cells, runner=fake_runner({}, []), progress=False)
+    assert [(r.status, r.commit) for r in results] == [("skipped", "aaaaaaaaaaaa"), ("done", "bbbbbbbbbbbb")]
+    table = statuses(results)
+    assert cell_commits(table) == {"a": "aaaaaaaaaaaa", "b": "bbbbbbbbbbbb"}
+    data = {"cells": table, "settings": {"git_commit": "bbbbbbbbbbbb"}}
+    assert compare._commit_lines(data) == ["Cells ran at different commits: a `aaaaaaaaa`, b `bbbbbbbbb`.", ""]
+    data["cells"] = statuses(results[1:])
+    assert compare._commit_lines(data) == []
 
 
 def test_grid_blocks_a_cell_without_its_checkpoint_and_fails_a_run_without_metrics(tmp_path):

@@ -61,6 +61,7 @@ class DenseReg(BaseMethod):
         coarse_classes: int = 2,
         smooth_l1_beta: float = 1.0,
         supervision: str = "points",
+        head_norm: str = "none",
         log_images_every_n_steps: int = 200,
         densepose_kappa: str = "per_part",
     ) -> None:
@@ -98,7 +99,7 @@ class DenseReg(BaseMethod):
             outputs.update(u_bins=per_map, u_res=per_map, v_bins=per_map, v_res=per_map)
         self.head = DensePoseHead(
             self.backbone.out_channels, self.backbone.out_strides, outputs, feature_stride=feature_stride,
-            width=head_width, num_convs=head_convs, output_resolution=output_resolution,
+            width=head_width, num_convs=head_convs, output_resolution=output_resolution, norm=head_norm,
         )
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from densehmr.files import atomic_write_bytes
+from densehmr.studies.common import git_commit
 
 TRAIN = "densehmr.train"
 EVALUATE = "densehmr.evaluate"
@@ -83,6 +84,7 @@ class CellResult:
     returncode: int | None = None
     seconds: float = 0.0
     tail: list[str] = field(default_factory=list)
+    commit: str = ""
 
     @property
     def ok(self) -> bool:
@@ -114,12 +116,13 @@ def _recorded_command(cell: Cell) -> list[str] | None:
         return None
 
 
-def _recorded_seconds(cell: Cell) -> float:
-    """How long the cell's finished run took when it ran (0 if not recorded)."""
+def _recorded_run(cell: Cell) -> tuple[float, str]:
+    """How long the cell's finished run took and the commit it ran (0 and "" if not recorded)."""
     try:
-        return float(json.loads((cell.run_dir / "cell.json").read_text()).get("seconds", 0.0))
+        record = json.loads((cell.run_dir / "cell.json").read_text())
+        return float(record.get("seconds", 0.0)), str(record.get("git_commit", ""))
     except (OSError, ValueError, TypeError, AttributeError):
-        return 0.0
+        return 0.0, ""
 
 
 def is_finished(cell: Cell) -> bool:
@@ -150,13 +153,15 @@ def log_tail(path: Path, lines: int = 15) -> list[str]:
 def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 15) -> CellResult:
     """Run one cell unless it is finished already (see `is_finished`)."""
     if is_finished(cell):
-        return CellResult(cell, "skipped", 0, _recorded_seconds(cell))
+        seconds, commit = _recorded_run(cell)
+        return CellResult(cell, "skipped", 0, seconds, commit=commit)
     if cell.requires is not None and not Path(cell.requires).exists():
         return CellResult(cell, "blocked", None, tail=[f"missing {cell.requires}"])
     if read_metrics(cell.metrics_path) is not None:
         _set_aside(cell.run_dir)
     cell.run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"name": cell.name, "command": cell.command(), "args": cell.args()}
+    commit = git_commit()
+    record = {"name": cell.name, "command": cell.command(), "args": cell.args(), "git_commit": commit}
     atomic_write_bytes(cell.run_dir / "cell.json", (json.dumps(record, indent=2) + "\n").encode())
     start = time.perf_counter()
     code = runner(cell, cell.log_path)
@@ -165,8 +170,8 @@ def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 1
                                                     + "\n").encode())
     # A zero exit without metrics (e.g. killed between fit and test) is a failure too.
     if code == 0 and read_metrics(cell.metrics_path) is not None:
-        return CellResult(cell, "done", 0, seconds)
-    return CellResult(cell, "failed", code, seconds, log_tail(cell.log_path, tail_lines))
+        return CellResult(cell, "done", 0, seconds, commit=commit)
+    return CellResult(cell, "failed", code, seconds, log_tail(cell.log_path, tail_lines), commit)
 
 
 def run_grid(
@@ -201,9 +206,16 @@ def describe_failure(result: CellResult) -> str:
 
 
 def statuses(results: Sequence[CellResult]) -> dict[str, dict]:
-    """Per cell (by run folder): status, exit code, seconds and the command, for a results json."""
+    """Per cell (by run folder): status, exit code, seconds, the commit it ran and the command, for a
+    results json."""
     return {
         str(r.cell.run_dir): {"name": r.cell.name, "seed": r.cell.seed, "status": r.status,
-                              "returncode": r.returncode, "seconds": round(r.seconds, 1), "command": r.cell.command()}
+                              "returncode": r.returncode, "seconds": round(r.seconds, 1), "git_commit": r.commit,
+                              "command": r.cell.command()}
         for r in results
     }
+
+
+def cell_commits(cells: dict[str, dict]) -> dict[str, str]:
+    """Cell name -> the commit it ran, for the cells whose commit was recorded (a `statuses` dict)."""
+    return {c["name"]: c["git_commit"] for c in cells.values() if c.get("git_commit")}
