@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 
 from densehmr.studies import ablation, compare, grid, report, sweep
 from densehmr.studies.common import compose_train, split_overrides
-from densehmr.studies.grid import Cell, cell_commits, run_grid, statuses
-from densehmr.studies.tables import aggregate, format_value, markdown_table
+from densehmr.studies.grid import Cell, run_grid, statuses
+from densehmr.studies.tables import aggregate, commit_lines, format_value, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sweep.sweep_names()
@@ -81,11 +81,11 @@ def test_cells_record_the_commit_they_ran_and_compare_names_mixed_commits(tmp_pa
     results = run_grid(cells, runner=fake_runner({}, []), progress=False)
     assert [(r.status, r.commit) for r in results] == [("skipped", "aaaaaaaaaaaa"), ("done", "bbbbbbbbbbbb")]
     table = statuses(results)
-    assert cell_commits(table) == {"a": "aaaaaaaaaaaa", "b": "bbbbbbbbbbbb"}
+    assert [c["git_commit"] for c in table.values()] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
     data = {"cells": table, "settings": {"git_commit": "bbbbbbbbbbbb"}}
-    assert compare._commit_lines(data) == ["Cells ran at different commits: a `aaaaaaaaa`, b `bbbbbbbbb`.", ""]
+    assert commit_lines(data) == ["Cells ran at different commits: a `aaaaaaaaa`, b `bbbbbbbbb`.", ""]
     data["cells"] = statuses(results[1:])
-    assert compare._commit_lines(data) == []
+    assert commit_lines(data) == []
 
 
 def test_grid_blocks_a_cell_without_its_checkpoint_and_fails_a_run_without_metrics(tmp_path):

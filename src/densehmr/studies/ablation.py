@@ -32,7 +32,14 @@ from densehmr.studies.common import (
 )
 from densehmr.studies.grid import EVALUATE, Cell, CellResult, hydra_string, read_metrics, run_grid, statuses
 from densehmr.studies.sweep import SWEEPS_DIR, expand_grid, load_sweep, override, parameter_values
-from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table, unfinished_lines, wall_time
+from densehmr.studies.tables import (
+    METRIC_COLUMNS,
+    aggregate,
+    commit_lines,
+    markdown_table,
+    unfinished_lines,
+    wall_time,
+)
 
 STUDIES = ("meshpose_losses", "meshpose_uv_decoding", "vertexpose_vs_densereg", "pymaf_feedback", "pymaf_aux_iuv",
            "dct_dense")
@@ -146,8 +153,8 @@ NOTES = {
 def markdown(data: Mapping) -> str:
     s = data["settings"]
     written = f"Written by `{data['command']}` on {data['written']} (commit `{s['git_commit'][:9]}`{wall_time(s)})."
-    lines = ["# Ablations", "", written,
-             "", f"Shared overrides: `{' '.join(s['overrides'])}`; backbone {s['backbone']}, crops "
+    lines = ["# Ablations", "", written, "", *commit_lines(data),
+             f"Shared overrides: `{' '.join(s['overrides'])}`; backbone {s['backbone']}, crops "
              f"{s['image_size'][0]}×{s['image_size'][1]}. Mean ± standard deviation over the seeds listed (± only "
              "with more than one seed); AP ×100, errors in mm, — where the method has no such output.", ""]
     for study, entry in data["studies"].items():

@@ -27,8 +27,15 @@ from densehmr.studies.common import (
     write_json,
     write_text,
 )
-from densehmr.studies.grid import Cell, CellResult, cell_commits, read_metrics, run_grid, statuses
-from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table, unfinished_lines, wall_time
+from densehmr.studies.grid import Cell, CellResult, read_metrics, run_grid, statuses
+from densehmr.studies.tables import (
+    METRIC_COLUMNS,
+    aggregate,
+    commit_lines,
+    markdown_table,
+    unfinished_lines,
+    wall_time,
+)
 
 # Grid runs log to CSV: an offline W&B run per cell costs startup time and disk (`logger=wandb` to change).
 DEFAULT_OVERRIDES = ("logger=csv",)
@@ -84,7 +91,7 @@ def markdown(data: Mapping) -> str:
         "",
         f"Written by `{data['command']}` on {data['written']} (commit `{s['git_commit'][:9]}`{wall_time(s)}).",
         "",
-        *_commit_lines(data),
+        *commit_lines(data),
         f"Shared settings: backbone {s['backbone']}, crops {s['image_size'][0]}×{s['image_size'][1]}, trainer "
         f"{trainer}, seeds {', '.join(map(str, s['seeds']))}, train data {', '.join(s['data_train'])}, evaluated "
         f"on {', '.join(s['data_val'])}; overrides: `{' '.join(s['overrides']) or 'none'}`.",
@@ -99,15 +106,6 @@ def markdown(data: Mapping) -> str:
     ]
     lines += unfinished_lines(data["cells"], "Cells that did not finish (their numbers are missing above):")
     return "\n".join(lines)
-
-
-def _commit_lines(data: Mapping) -> list[str]:
-    """A line naming each cell's commit when some cell ran other code than the study's commit (a re-run
-    cell after a change), else none."""
-    commits = cell_commits(data["cells"])
-    if not set(commits.values()) - {data["settings"]["git_commit"]}:
-        return []
-    return ["Cells ran at different commits: " + ", ".join(f"{n} `{c[:9]}`" for n, c in commits.items()) + ".", ""]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

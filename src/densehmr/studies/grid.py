@@ -215,7 +215,3 @@ def statuses(results: Sequence[CellResult]) -> dict[str, dict]:
         for r in results
     }
 
-
-def cell_commits(cells: dict[str, dict]) -> dict[str, str]:
-    """Cell name -> the commit it ran, for the cells whose commit was recorded (a `statuses` dict)."""
-    return {c["name"]: c["git_commit"] for c in cells.values() if c.get("git_commit")}

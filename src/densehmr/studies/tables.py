@@ -92,3 +92,13 @@ def wall_time(settings: Mapping) -> str:
     finished cells included), or nothing for files written before they were."""
     seconds = settings.get("seconds")
     return f", cells {seconds / 60:.0f} min" if _number(seconds) else ""
+
+
+def commit_lines(data: Mapping) -> list[str]:
+    """A markdown line naming each cell's commit when some cell ran other code than the study's commit
+    (a cell re-run after a change), else none. `data`: a results json with `cells` (grid.statuses) and
+    `settings.git_commit`."""
+    commits = {c["name"]: c["git_commit"] for c in data["cells"].values() if c.get("git_commit")}
+    if not set(commits.values()) - {data["settings"]["git_commit"]}:
+        return []
+    return ["Cells ran at different commits: " + ", ".join(f"{n} `{c[:9]}`" for n, c in commits.items()) + ".", ""]
