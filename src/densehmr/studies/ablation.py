@@ -32,14 +32,7 @@ from densehmr.studies.common import (
 )
 from densehmr.studies.grid import EVALUATE, Cell, CellResult, hydra_string, read_metrics, run_grid, statuses
 from densehmr.studies.sweep import SWEEPS_DIR, expand_grid, load_sweep, override, parameter_values
-from densehmr.studies.tables import (
-    METRIC_COLUMNS,
-    aggregate,
-    commit_lines,
-    markdown_table,
-    unfinished_lines,
-    wall_time,
-)
+from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
 
 STUDIES = ("meshpose_losses", "meshpose_uv_decoding", "vertexpose_vs_densereg", "pymaf_feedback", "pymaf_aux_iuv",
            "dct_dense")

@@ -28,14 +28,7 @@ from densehmr.studies.common import (
     write_text,
 )
 from densehmr.studies.grid import Cell, CellResult, read_metrics, run_grid, statuses
-from densehmr.studies.tables import (
-    METRIC_COLUMNS,
-    aggregate,
-    commit_lines,
-    markdown_table,
-    unfinished_lines,
-    wall_time,
-)
+from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
 
 # Grid runs log to CSV: an offline W&B run per cell costs startup time and disk (`logger=wandb` to change).
 DEFAULT_OVERRIDES = ("logger=csv",)
