@@ -83,7 +83,9 @@ def test_cells_record_the_commit_they_ran_and_compare_names_mixed_commits(tmp_pa
     table = statuses(results)
     assert [c["git_commit"] for c in table.values()] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
     data = {"cells": table, "settings": {"git_commit": "bbbbbbbbbbbb"}}
-    assert commit_lines(data) == ["Cells ran at different commits: a `aaaaaaaaa`, b `bbbbbbbbb`.", ""]
+    assert commit_lines(data) == ["Cells ran at commit `aaaaaaaaa`, except b `bbbbbbbbb`.", ""]
+    table["c"] = {**table[str(tmp_path / "a")], "name": "c"}  # two cells at aaaa: it is the usual one
+    assert commit_lines(data) == ["Cells ran at commit `aaaaaaaaa`, except b `bbbbbbbbb`.", ""]
     data["cells"] = statuses(results[1:])
     assert commit_lines(data) == []
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 # (header, metric key, kind): kind says how to show the number (see `format_value`).
@@ -95,10 +96,12 @@ def wall_time(settings: Mapping) -> str:
 
 
 def commit_lines(data: Mapping) -> list[str]:
-    """A markdown line naming each cell's commit when some cell ran other code than the study's commit
-    (a cell re-run after a change), else none. `data`: a results json with `cells` (grid.statuses) and
-    `settings.git_commit`."""
+    """A markdown line saying which cells ran other code than most (cells re-run after a change) when the
+    cells' commits differ from the study's, else none. `data`: a results json with `cells`
+    (grid.statuses) and `settings.git_commit`."""
     commits = {c["name"]: c["git_commit"] for c in data["cells"].values() if c.get("git_commit")}
     if not set(commits.values()) - {data["settings"]["git_commit"]}:
         return []
-    return ["Cells ran at different commits: " + ", ".join(f"{n} `{c[:9]}`" for n, c in commits.items()) + ".", ""]
+    usual = Counter(commits.values()).most_common(1)[0][0]
+    others = ", ".join(f"{n} `{c[:9]}`" for n, c in commits.items() if c != usual)
+    return [f"Cells ran at commit `{usual[:9]}`" + (f", except {others}." if others else "."), ""]
