@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from densehmr.studies import ablation, compare, grid, report, sweep
 from densehmr.studies.common import compose_train, split_overrides
 from densehmr.studies.grid import Cell, run_grid, statuses
-from densehmr.studies.tables import aggregate, commit_lines, format_value, markdown_table
+from densehmr.studies.tables import aggregate, commit_lines, format_value, markdown_table, wall_time
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sweep.sweep_names()
@@ -339,3 +339,9 @@ def test_a_sweep_runs_as_a_hydra_multirun(tiny_data, tmp_path):
     weights = [OmegaConf.load(tmp_path / f"job{i}" / "config.yaml").dct.dense_weight for i in (0, 1)]
     assert weights == [1.0, 0.0]
     assert all((tmp_path / f"job{i}" / "metrics.json").is_file() for i in (0, 1))
+
+
+def test_wall_time_says_when_some_cells_have_no_recorded_time():
+    assert wall_time({"seconds": 2340}) == ", cells 39 min"
+    assert wall_time({"seconds": 240, "untimed_cells": 24}) == ", cells ≥ 4 min (24 untimed)"
+    assert wall_time({}) == ""

@@ -182,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": invocation("densehmr.studies.ablation", argv),
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {**run_settings(compose_train(["method=meshpose", *shared])), "overrides": shared,
-                     "git_commit": commit, "seconds": round(sum(r.seconds for r in results))},
+                     "git_commit": commit, "seconds": round(sum(r.seconds for r in results)),
+                     "untimed_cells": sum(r.ok and not r.seconds for r in results)},
         "studies": study_results(tables, results, studies),
         "cells": statuses(results),
     }

@@ -127,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {
             **settings[args.methods[0]], "overrides": shared, "seeds": seeds, "git_commit": commit,
             "seconds": round(sum(r.seconds for r in results)),
+            "untimed_cells": sum(r.ok and not r.seconds for r in results),
             "batch_size": {m: int(cfg.method.batch_size) for m, cfg in configs.items()},
             "latency_threads": next(iter(measures.values()))["latency_threads"],
         },

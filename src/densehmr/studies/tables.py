@@ -90,9 +90,12 @@ def unfinished_lines(cells: Mapping[str, Mapping], heading: str) -> list[str]:
 
 def wall_time(settings: Mapping) -> str:
     """`, cells 39 min` from a study's recorded seconds (the sum of its cells' runs, re-runs that skipped
-    finished cells included), or nothing for files written before they were."""
-    seconds = settings.get("seconds")
-    return f", cells {seconds / 60:.0f} min" if _number(seconds) else ""
+    finished cells included), `, cells >= 4 min (24 untimed)` when some cells ran before their time was
+    recorded, or nothing for files written before times were."""
+    seconds, untimed = settings.get("seconds"), settings.get("untimed_cells", 0)
+    if not _number(seconds):
+        return ""
+    return f", cells ≥ {seconds / 60:.0f} min ({untimed} untimed)" if untimed else f", cells {seconds / 60:.0f} min"
 
 
 def commit_lines(data: Mapping) -> list[str]:
