@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from densehmr.studies import ablation, compare, grid, report, sweep
 from densehmr.studies.common import compose_train, split_overrides
-from densehmr.studies.grid import Cell, run_grid, statuses
+from densehmr.studies.grid import Cell, CellResult, run_grid, statuses, timing
 from densehmr.studies.tables import aggregate, commit_lines, format_value, markdown_table, wall_time
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -345,3 +345,10 @@ def test_wall_time_says_when_some_cells_have_no_recorded_time():
     assert wall_time({"seconds": 2340}) == ", cells 39 min"
     assert wall_time({"seconds": 240, "untimed_cells": 24}) == ", cells ≥ 4 min (24 untimed)"
     assert wall_time({}) == ""
+
+
+def test_timing_sums_cells_and_counts_finished_ones_without_a_time(tmp_path):
+    cell = Cell("a", "dct", (), 0, tmp_path / "a")
+    results = [CellResult(cell, "done", 0, 60.4), CellResult(cell, "skipped", 0, 0.0),
+               CellResult(cell, "failed", 1, 0.0), CellResult(cell, "skipped", 0, 30.0)]
+    assert timing(results) == {"seconds": 90, "untimed_cells": 1}

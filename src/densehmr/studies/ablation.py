@@ -30,7 +30,7 @@ from densehmr.studies.common import (
     write_json,
     write_text,
 )
-from densehmr.studies.grid import EVALUATE, Cell, CellResult, hydra_string, read_metrics, run_grid, statuses
+from densehmr.studies.grid import EVALUATE, Cell, CellResult, hydra_string, read_metrics, run_grid, statuses, timing
 from densehmr.studies.sweep import SWEEPS_DIR, expand_grid, load_sweep, override, parameter_values
 from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
 
@@ -182,8 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": invocation("densehmr.studies.ablation", argv),
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {**run_settings(compose_train(["method=meshpose", *shared])), "overrides": shared,
-                     "git_commit": commit, "seconds": round(sum(r.seconds for r in results)),
-                     "untimed_cells": sum(r.ok and not r.seconds for r in results)},
+                     "git_commit": commit, **timing(results)},
         "studies": study_results(tables, results, studies),
         "cells": statuses(results),
     }

@@ -27,7 +27,7 @@ from densehmr.studies.common import (
     write_json,
     write_text,
 )
-from densehmr.studies.grid import Cell, CellResult, read_metrics, run_grid, statuses
+from densehmr.studies.grid import Cell, CellResult, read_metrics, run_grid, statuses, timing
 from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
 
 # Grid runs log to CSV: an offline W&B run per cell costs startup time and disk (`logger=wandb` to change).
@@ -126,8 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {
             **settings[args.methods[0]], "overrides": shared, "seeds": seeds, "git_commit": commit,
-            "seconds": round(sum(r.seconds for r in results)),
-            "untimed_cells": sum(r.ok and not r.seconds for r in results),
+            **timing(results),
             "batch_size": {m: int(cfg.method.batch_size) for m, cfg in configs.items()},
             "latency_threads": next(iter(measures.values()))["latency_threads"],
         },

@@ -109,26 +109,19 @@ def read_metrics(path: Path) -> dict | None:
     return data if isinstance(data, dict) and data else None
 
 
-def _recorded_command(cell: Cell) -> list[str] | None:
-    try:
-        return json.loads((cell.run_dir / "cell.json").read_text())["args"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _recorded_run(cell: Cell) -> tuple[float, str]:
-    """How long the cell's finished run took and the commit it ran (0 and "" if not recorded)."""
+def _cell_record(cell: Cell) -> dict:
+    """The cell's cell.json (command, args, and once run: seconds, git_commit), or {} if unreadable."""
     try:
         record = json.loads((cell.run_dir / "cell.json").read_text())
-        return float(record.get("seconds", 0.0)), str(record.get("git_commit", ""))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0.0, ""
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
-def is_finished(cell: Cell) -> bool:
+def is_finished(cell: Cell, record: dict | None = None) -> bool:
     """metrics.json is complete and was made by this very command (a run folder made with other settings,
-    e.g. another training budget, does not count)."""
-    recorded = _recorded_command(cell)
+    e.g. another training budget, does not count). `record`: the cell's cell.json if already read."""
+    recorded = (_cell_record(cell) if record is None else record).get("args")
     return read_metrics(cell.metrics_path) is not None and recorded in (None, cell.args())
 
 
@@ -152,9 +145,11 @@ def log_tail(path: Path, lines: int = 15) -> list[str]:
 
 def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 15) -> CellResult:
     """Run one cell unless it is finished already (see `is_finished`)."""
-    if is_finished(cell):
-        seconds, commit = _recorded_run(cell)
-        return CellResult(cell, "skipped", 0, seconds, commit=commit)
+    recorded = _cell_record(cell)
+    if is_finished(cell, recorded):
+        seconds = recorded.get("seconds")
+        return CellResult(cell, "skipped", 0, float(seconds) if isinstance(seconds, int | float) else 0.0,
+                          commit=str(recorded.get("git_commit", "")))
     if cell.requires is not None and not Path(cell.requires).exists():
         return CellResult(cell, "blocked", None, tail=[f"missing {cell.requires}"])
     if read_metrics(cell.metrics_path) is not None:
@@ -205,6 +200,13 @@ def describe_failure(result: CellResult) -> str:
     return "\n".join([head, *(f"    {ln}" for ln in result.tail)])
 
 
+def timing(results: Sequence[CellResult]) -> dict[str, int]:
+    """A study's wall time: `seconds`, the sum of its cells' runs (as recorded for skipped ones), and
+    `untimed_cells`, the finished cells whose time was never recorded."""
+    return {"seconds": round(sum(r.seconds for r in results)),
+            "untimed_cells": sum(r.ok and not r.seconds for r in results)}
+
+
 def statuses(results: Sequence[CellResult]) -> dict[str, dict]:
     """Per cell (by run folder): status, exit code, seconds, the commit it ran and the command, for a
     results json."""
@@ -214,4 +216,3 @@ def statuses(results: Sequence[CellResult]) -> dict[str, dict]:
                               "command": r.cell.command()}
         for r in results
     }
-

@@ -53,7 +53,10 @@ class DensePoseHead(nn.Module):
             )
         self.levels = [i for i, s in enumerate(in_strides) if s >= feature_stride]
         self.feature_stride = feature_stride
-        self.output_stride = feature_stride // 4
+        # Stride of the output maps over the crop: DensePose's bilinear x2 after the deconv, the deconv's own, or 1.
+        self.output_stride = {"stride": feature_stride // 4, "predictor": feature_stride // 2, "crop": 1}[
+            output_resolution
+        ]
         self.output_resolution = output_resolution
         self.outputs = dict(outputs)
         self.lateral = nn.ModuleList(nn.Conv2d(in_channels[i], width, 1) for i in self.levels)
@@ -85,10 +88,6 @@ class DensePoseHead(nn.Module):
     def output_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """(h, w) of the output maps for an (H, W) crop."""
         h, w = image_size
-        if self.output_resolution == "crop":
-            return h, w
-        if self.output_resolution == "predictor":
-            return max(h * 2 // self.feature_stride, 1), max(w * 2 // self.feature_stride, 1)
         return max(h // self.output_stride, 1), max(w // self.output_stride, 1)
 
     def forward(self, features: Sequence[Tensor], image_size: tuple[int, int]) -> dict[str, Tensor]:
