@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from densehmr.methods.base import cosine_with_warmup
+from densehmr.optim import cosine_with_warmup
 
 
 def test_warmup_is_linear_then_cosine_reaches_the_floor():

@@ -12,7 +12,6 @@ The base does the rest: weighting and logging each term, optimizers, shared metr
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from torch import Tensor
 from densehmr.body import Body, load_body
 from densehmr.fault import check_loss
 from densehmr.metrics import DensePoseAP, KeypointAP, MaskIoU, MeshError
+from densehmr.optim import build_optimization
 
 # Metrics whose compute() is one number, and the name DESIGN gives it.
 _SCALAR_METRIC_NAMES = {"mask": "iou"}
@@ -219,27 +219,10 @@ class BaseMethod(pl.LightningModule, ABC):
 
     # ----------------------------------------------------------------- optim
     def configure_optimizers(self):
-        cfg = dict(self.optimizer_cfg)
-        name = cfg.pop("name", "adam").lower()
-        opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
-        optimizer = opt_cls(self.parameters(), **cfg)
-        if not self.scheduler_cfg:
-            return optimizer
-        sch = dict(self.scheduler_cfg)
-        kind = sch.pop("name")
-        if kind == "cosine":
-            total = int(self.trainer.estimated_stepping_batches)
-            factor = cosine_with_warmup(total, sch.get("warmup_steps", 0), sch.get("final_lr_factor", 0.0))
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        if kind == "step":
-            if sch.get("warmup_steps"):
-                raise ValueError("scheduler.warmup_steps applies to the cosine schedule only")
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(
-                optimizer, milestones=sch["milestones"], gamma=sch["gamma"]
-            )
-            return {"optimizer": optimizer, "lr_scheduler": scheduler}
-        raise ValueError(f"unknown scheduler {kind!r}: expected cosine or step")
+        def total_steps() -> int:
+            return int(self.trainer.estimated_stepping_batches)
+
+        return build_optimization(self.parameters(), self.optimizer_cfg, self.scheduler_cfg, total_steps)
 
     # ----------------------------------------------------------------- pictures
     def log_pictures(self, out: dict, batch: dict, stage: str, pred: Prediction | None = None) -> None:
@@ -252,19 +235,6 @@ class BaseMethod(pl.LightningModule, ABC):
         from densehmr.viz.logging import log_images
 
         log_images(self, images, stage)
-
-
-def cosine_with_warmup(total_steps: int, warmup_steps: int = 0, floor: float = 0.0):
-    """LR factor of a step: linear warmup from 0 over warmup_steps, then cosine from 1 down to floor at
-    total_steps (short CPU runs gain most from ending at a small learning rate)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def _to_float(values):

@@ -13,6 +13,7 @@ from densehmr.nn.backbones.base import Backbone
 from densehmr.nn.backbones.hrnet import HRNet, hrnet_w32, hrnet_w48
 from densehmr.nn.backbones.mobilenet import MobileNetV2, MobileNetV3Large, mobilenet_v2, mobilenet_v3_large
 from densehmr.nn.backbones.resnet import ResNet, resnet18, resnet34, resnet50
+from densehmr.nn.backbones.shipped import shipped_weights
 from densehmr.nn.backbones.weights import load_backbone_weights, read_state_dict
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
@@ -26,16 +27,20 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
 }
 
 
-def build_backbone(name: str, weights: str | Path | None = None, **kwargs) -> Backbone:
-    """Backbone `name` (a key of BACKBONES), optionally loaded from the local checkpoint `weights`.
+def build_backbone(
+    name: str, weights: str | Path | None = None, pretrained: str = "none", **kwargs
+) -> Backbone:
+    """Backbone `name` (a key of BACKBONES), loaded from the local checkpoint `weights` if given, else from the
+    weights shipped with the package for `pretrained` ("synthetic": densehmr.pretrain's; "none": random init).
 
     kwargs go to the constructor: norm_eval (all), classifier (ResNet, MobileNet), pose_layout (HRNet).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     model = BACKBONES[name](**kwargs)
-    if weights is not None:
-        load_backbone_weights(model, weights)
+    path = weights if weights is not None else shipped_weights(name, pretrained)
+    if path is not None:
+        load_backbone_weights(model, path)
     return model
 
 
