@@ -45,6 +45,23 @@ def test_keypoint_2d_loss_by_hand():
     assert l2.item() == pytest.approx((0.625 + 0.03125) / 2)
 
 
+def test_per_sample_keypoint_2d_loss_is_dcts_normalization():
+    """DCT's trainer weighs sample i's visible keypoints by J / n_i and takes the mean over all
+    B x J x 2 entries: each person's mean over its visible keypoints, then the mean over persons."""
+    pred = torch.zeros(2, 3, 2)
+    target = torch.tensor([[[4.0, 0.0], [0.0, 0.0], [9.0, 9.0]], [[4.0, 4.0], [4.0, 4.0], [4.0, 4.0]]])
+    weight = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    j = 3
+    dct_weight = weight * j / weight.sum(1, keepdim=True)
+    official = ((pred - target).abs() * dct_weight[..., None]).mean() / 2.0
+    got = keypoint_2d_loss(pred, target, weight, scale=2.0, reduction="per_sample")
+    assert got.item() == pytest.approx(official.item(), rel=1e-6)
+    assert got.item() == pytest.approx((1.0 + 2.0) / 2)
+    assert keypoint_2d_loss(pred, target, weight, scale=2.0).item() == pytest.approx((1.0 + 3 * 2.0) / 4)
+    with pytest.raises(ValueError, match="reduction"):
+        keypoint_2d_loss(pred, target, weight, reduction="sum")
+
+
 def test_keypoint_3d_loss_is_root_centred():
     gen = torch.Generator().manual_seed(0)
     target = torch.randn(2, 17, 3, generator=gen)

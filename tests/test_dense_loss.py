@@ -88,15 +88,38 @@ def test_matches_a_loop_reference():
     bary = bary / bary.sum(-1, keepdim=True)
     xy = torch.rand(b, p, 2, generator=gen) * 64
     valid = torch.rand(b, p, generator=gen) > 0.3
-    total, count = 0.0, 0
+    per_sample = []
     for i in range(b):
+        total, count = 0.0, 0
         for j in range(p):
             if valid[i, j]:
                 x_hat = sum(float(bary[i, j, k]) * verts[i, faces[face[i, j], k]] for k in range(3))
                 total += float((x_hat - xy[i, j]).abs().sum()) / 2
                 count += 1
+        per_sample.append(total / count)
     loss = dense_keypoint_l1(verts, faces, face, bary, xy, valid, scale=32.0)
-    assert loss.item() == pytest.approx(total / count / 32.0, rel=1e-5)
+    assert loss.item() == pytest.approx(sum(per_sample) / b / 32.0, rel=1e-5)
+
+
+def test_dct_normalization_weighs_each_person_alike():
+    """DCT's trainer: weights P_max / n_i on sample i's points, a mean over all B x P_max x 2 entries,
+    rescaled by B / (samples with points): the mean over persons of each one's mean point error."""
+    verts = torch.cat([SQUARE, SQUARE, SQUARE])
+    # Person 0: one point 3 px off in x (error 1.5); person 1: three points 1 px off in x and y
+    # (error 1 each); person 2: no annotation (its points are far off, and ignored).
+    xy = torch.cat([HAND_XY + torch.tensor([3.0, 0.0]), HAND_XY + 1.0, HAND_XY + 50.0])
+    valid = torch.tensor([[True, False, False], [True, True, True], [False, False, False]])
+    loss = dense_keypoint_l1(verts, FACES, FACE.expand(3, 3), BARY.expand(3, 3, 3), xy, valid)
+
+    b, p_max = 3, 3
+    n = valid.sum(1, keepdim=True).float()
+    weights = torch.where(valid, p_max / n.clamp(min=1), 0.0)[..., None].expand(b, p_max, 2)
+    abs_err = torch.zeros(b, p_max, 2)
+    abs_err[0, 0, 0] = 3.0
+    abs_err[1] = 1.0
+    official = (abs_err * weights).mean() * b / float(valid.any(1).sum())
+    assert loss.item() == pytest.approx(official.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((1.5 + 1.0) / 2, rel=1e-5)  # the pooled mean would be 4.5 / 4
 
 
 def test_rendered_batch_points_lie_on_their_faces(body):

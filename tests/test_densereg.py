@@ -137,7 +137,32 @@ def test_quantized_uv_losses_hand_solved():
     bin_ce, residual = quantized_uv_losses(u_bins, u_res, v_bins, v_res, xy, part, u, v,
                                            torch.tensor([[True]]), (3, 3))
     assert bin_ce.item() == pytest.approx((math.log(4.0) + -math.log(0.5)) / 2, rel=1e-6)
-    assert residual.item() == pytest.approx(0.5 * 0.1**2 + 0.0, abs=1e-7)
+    # The U residual is 0.1 bins off, 0.1 / 4 in U units; V is exact.
+    assert residual.item() == pytest.approx(0.5 * (0.1 / k) ** 2 + 0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("d", [0.01, -0.03])
+def test_direct_and_quantized_charge_one_coordinate_error_alike(d):
+    """A decoded U, V off by d costs the same `uv` term in both modes (K = 8: in bin units the
+    quantized residual would cost K^2 = 64 times more)."""
+    k, part = 8, 3
+    u, v = torch.tensor([[0.6]]), torch.tensor([[0.3]])  # U: bin 4, residual 0.8; V: bin 2, residual 0.4
+    xy, valid = torch.tensor([[[0.5, 0.5]]]), torch.tensor([[True]])
+    direct_u = torch.zeros(1, 25, 1, 1)
+    direct_v = torch.zeros(1, 25, 1, 1)
+    direct_u[0, part] = 0.6 + d
+    direct_v[0, part] = 0.3 - d
+    direct = uv_smooth_l1(direct_u, direct_v, xy, torch.tensor([[part]]), u, v, valid, (1, 1))
+
+    u_bins, v_bins = torch.zeros(1, 25, k, 1, 1), torch.zeros(1, 25, k, 1, 1)
+    u_bins[0, part, 4] = v_bins[0, part, 2] = 10.0
+    u_res, v_res = torch.zeros(1, 25, k, 1, 1), torch.zeros(1, 25, k, 1, 1)
+    u_res[0, part, 4] = 0.8 + k * d
+    v_res[0, part, 2] = 0.4 - k * d
+    assert decode_hard(u_bins[0, part, :, 0, 0], u_res[0, part, :, 0, 0]).item() == pytest.approx(0.6 + d)
+    _, quantized = quantized_uv_losses(u_bins, u_res, v_bins, v_res, xy, torch.tensor([[part]]), u, v, valid, (1, 1))
+    assert direct.item() == pytest.approx(d * d, rel=1e-4)  # 2 x d^2 / 2
+    assert quantized.item() == pytest.approx(direct.item(), rel=1e-4)
 
 
 def test_coarse_segmentation_reads_labels_at_output_pixel_centres():

@@ -19,7 +19,10 @@ from densehmr.body.mean_params import (
     save_mean_params,
 )
 from densehmr.body.smpl_layout import make_smplx
+from densehmr.body.assets import FINE_TO_MASK14
 from densehmr.geometry.rotations import axis_angle_to_rotmat, rot6d_to_rotmat
+from densehmr.losses.hmr import camera_scale_penalty
+from densehmr.losses.iuv_maps import iuv_map_losses
 from densehmr.nn.heads.hmr_regressor import BodyEstimate, HMRRegressor
 from densehmr.nn.heads.pymaf_head import (
     PointFeatureMLP,
@@ -30,7 +33,7 @@ from densehmr.nn.heads.pymaf_head import (
 )
 from densehmr.render import translation_to_weak_perspective
 
-LOSS_WEIGHTS = {"kp2d": 300.0, "kp3d": 300.0, "pose": 60.0, "betas": 0.06, "aux_iuv": 1.0}
+LOSS_WEIGHTS = {"kp2d": 300.0, "kp3d": 300.0, "pose": 60.0, "betas": 0.06, "cam": 1.0, "aux_iuv": 1.0}
 # Adam at 1e-3 reaches 5x lower MPJPE in about 75 steps (217 -> 41 mm), 35 mm after 100.
 OVERFIT_STEPS = 100
 
@@ -412,4 +415,62 @@ def test_overfit_sixteen_samples_lowers_mpjpe(body, tmp_path):
         optimizer.step()
     after = mpjpe()
     assert after * 5 <= before, (before, after)
+
+
+# ----------------------------------------------------------------- losses as PyMAF's trainer scales them
+def _official_body_uv_terms(u_pred, v_pred, index_pred, ann_pred, target, has_iuv):
+    """PyMAF's trainer, re-derived: one-hot maps of the target's 25 parts, the U / V targets spread on
+    them, CE over every pixel of the samples with a target, smooth-L1 summed over the one-hot pixels
+    (background's channel 0 included) and divided by the whole batch."""
+    batch = index_pred.shape[0]
+    part = target[:, 0].long()
+    imap = torch.nn.functional.one_hot(part, 25).permute(0, 3, 1, 2).float()
+    umap, vmap = imap * target[:, 1:2], imap * target[:, 2:3]
+    annmap = torch.tensor(FINE_TO_MASK14)[part]
+    sel = imap[has_iuv] > 0
+    loss_u = torch.nn.functional.smooth_l1_loss(u_pred[has_iuv][sel], umap[has_iuv][sel], reduction="sum") / batch
+    loss_v = torch.nn.functional.smooth_l1_loss(v_pred[has_iuv][sel], vmap[has_iuv][sel], reduction="sum") / batch
+    ce_i = torch.nn.functional.cross_entropy(index_pred[has_iuv], part[has_iuv])
+    ce_ann = torch.nn.functional.cross_entropy(ann_pred[has_iuv], annmap[has_iuv])
+    return {"U": loss_u, "V": loss_v, "IndexUV": ce_i, "segAnn": ce_ann}
+
+
+def test_aux_iuv_terms_by_hand_and_as_pymafs_trainer():
+    target = torch.zeros(2, 3, 2, 2)
+    target[0, 0] = torch.tensor([[0.0, 3.0], [3.0, 0.0]])
+    target[0, 1] = torch.tensor([[0.0, 0.5], [0.2, 0.0]])
+    target[0, 2] = torch.tensor([[0.0, 0.4], [0.1, 0.0]])
+    target[1, 0] = 5.0  # a sample without a rendered target: ignored, but counted in the batch size
+    keep = torch.tensor([True, False])
+    part_logits, coarse_logits = torch.zeros(2, 25, 2, 2), torch.zeros(2, 15, 2, 2)
+    u_maps, v_maps = torch.zeros(2, 25, 2, 2), torch.zeros(2, 25, 2, 2)
+    u_maps[:, 0] = 0.3  # background's channel: 0.3 off at the two background pixels
+    u_maps[:, 3] = 0.7
+    terms = iuv_map_losses(part_logits, coarse_logits, u_maps, v_maps, target, keep, torch.tensor(FINE_TO_MASK14))
+    # U: part-3 pixels 0.2 and 0.5 off, background 0.3 and 0.3; V: 0.4 and 0.1; d^2 / 2 summed, / B = 2.
+    by_hand = (0.5 * (0.2**2 + 0.5**2 + 0.3**2 + 0.3**2) + 0.5 * (0.4**2 + 0.1**2)) / 2
+    assert terms["uv"].item() == pytest.approx(by_hand, rel=1e-6)
+    assert terms["part"].item() == pytest.approx(math.log(25), rel=1e-6)
+    assert terms["coarse"].item() == pytest.approx(math.log(15), rel=1e-6)
+
+    gen = torch.Generator().manual_seed(0)
+    maps = [torch.randn(2, c, 2, 2, generator=gen) for c in (25, 15, 25, 25)]
+    ours = iuv_map_losses(*maps, target, keep, torch.tensor(FINE_TO_MASK14))
+    official = _official_body_uv_terms(maps[2], maps[3], maps[0], maps[1], target, keep)
+    assert ours["part"].item() == pytest.approx(official["IndexUV"].item(), rel=1e-6)
+    assert ours["coarse"].item() == pytest.approx(official["segAnn"].item(), rel=1e-6)
+    # PyMAF weighs U and V by POINT_REGRESSION_WEIGHTS 0.5 and both CE by 1: configs/method/pymaf.yaml.
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "configs/method/pymaf.yaml").pymaf
+    weights = {"part": cfg.aux_part_weight, "coarse": cfg.aux_coarse_weight, "uv": cfg.aux_uv_weight}
+    total = sum(weights[k] * v for k, v in ours.items())
+    expected = official["IndexUV"] + official["segAnn"] + 0.5 * (official["U"] + official["V"])
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_camera_scale_penalty_is_pymafs():
+    cam = torch.tensor([[0.9, 0.1, -0.2], [0.05, 0.0, 0.0], [-0.1, 0.0, 0.0]])
+    expected = (math.exp(-9.0) ** 2 + math.exp(-0.5) ** 2 + math.exp(1.0) ** 2) / 3
+    assert camera_scale_penalty(cam).item() == pytest.approx(expected, rel=1e-6)
 

@@ -4,11 +4,17 @@ Each annotated pixel lies on a known face of the full mesh at known barycentrics
 `dp_bary`, precomputed from its I, U, V). Its predicted position is the same barycentric combination
 of the projected corners, sum_k bary_k pi(V[vert_k]), and the loss is its L1 distance to the pixel,
 mean over the two coordinates as the keypoint losses of `densehmr.losses.hmr`.
+
+Normalized as DCT's trainer normalizes it: each sample's points are averaged first (its weights are
+1 / (number of points) per sample), then the samples that have points, so a person annotated with 20
+points pulls as hard as one with 200.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
+
+from densehmr.losses.hmr import per_sample_mean
 
 
 def surface_points_2d(verts_2d: Tensor, faces: Tensor, face: Tensor, bary: Tensor) -> Tensor:
@@ -29,7 +35,8 @@ def dense_keypoint_l1(
     valid: Tensor,
     scale: float = 1.0,
 ) -> Tensor:
-    """Mean over valid points of (|x - x_hat| + |y - y_hat|) / 2, divided by `scale`.
+    """(|x - x_hat| + |y - y_hat|) / 2 divided by `scale`, averaged over each sample's valid points and
+    then over the samples that have any.
 
     verts_2d: (B, V, 2) projected vertices, crop px. faces: (F, 3) int64.
     face: (B, P) int64 and bary: (B, P, 3) each annotated point's face and barycentrics (anything
@@ -46,4 +53,4 @@ def dense_keypoint_l1(
     safe_xy = xy.masked_fill(~keep[..., None], 0.0)
     pred = surface_points_2d(verts_2d, faces, safe_face, safe_bary)
     per_point = (pred - safe_xy.to(pred)).abs().mean(-1)  # exactly 0 on padding
-    return per_point.sum() / keep.sum().clamp(min=1) / scale
+    return per_sample_mean(per_point, keep) / scale

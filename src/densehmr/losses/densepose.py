@@ -79,7 +79,12 @@ def quantized_uv_losses(
 ) -> tuple[Tensor, Tensor]:
     """DenseReg's terms for maps (B, 25, K, h, w) of bin scores and in-bin residuals of U and V:
     (mean bin cross-entropy over points and U/V, smooth-L1 of the true bin's residual summed over U, V
-    and the valid points)."""
+    and the valid points).
+
+    The residual r = x K - b is in bin units; its error is divided by K before the smooth-L1, so that
+    the term is in U, V units: a decoded coordinate off by d costs what `uv_smooth_l1` charges for d,
+    and one `uv` weight means the same in the direct and the quantized mode (in bin units the
+    quantized term would weigh K^2 times more)."""
     num_bins = u_bins.shape[2]
     ce_terms, res_terms = [], []
     for bins, res, target in ((u_bins, u_res, u), (v_bins, v_res, v)):
@@ -90,7 +95,9 @@ def quantized_uv_losses(
             ce_terms.append(F.cross_entropy(scores[valid], true_bin[valid]))
         else:
             ce_terms.append(scores.sum() * 0.0)
-        res_terms.append(F.smooth_l1_loss(residual, true_res, reduction="none", beta=beta))
+        res_terms.append(
+            F.smooth_l1_loss(residual / num_bins, true_res / num_bins, reduction="none", beta=beta)
+        )
     return (ce_terms[0] + ce_terms[1]) / 2, _valid_sum(res_terms[0] + res_terms[1], valid)
 
 

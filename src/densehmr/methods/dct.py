@@ -7,9 +7,10 @@ camera (s, tx, ty) of the crop -> the body through the shared `BodyModel`.
 Loss terms (config `loss_weights`; DCT's weights): `kp2d` (L1 of COCO-17 keypoints in the crop's
 [-1, 1] frame, visibility-weighted), `kp3d` (MSE of pelvis-centred H36M-17 joints, metres), `pose`
 (MSE of the 24 rotation matrices), `betas` (MSE), and `dense` (L1 of each DensePose point against
-its surface point, sum_k bary_k pi(V[vert_k]) on the full mesh, in the same [-1, 1] frame). The dense
-weight is the option `dct.dense_weight`, not a `loss_weights` entry: 0 is the "no dense supervision"
-row, removed by the base's weighting.
+its surface point, sum_k bary_k pi(V[vert_k]) on the full mesh, in the same [-1, 1] frame). `kp2d`
+and `dense` are normalized as DCT's trainer does: a mean over each person's annotated points, then
+over the persons. The dense weight is the option `dct.dense_weight`, not a `loss_weights` entry: 0 is
+the "no dense supervision" row, removed by the base's weighting.
 
 Option `iuv_input`: a second backbone reads an IUV map of the person (encoded as 2 (I/24, U, V) - 1,
 background -1) and its pooled features join the image's. The map is rendered from the GT mesh with
@@ -199,7 +200,9 @@ class DCT(BaseMethod):
         terms: dict[str, Tensor] = {}
         if self.active("kp2d"):
             weight = (batch["kp2d"][..., 2] > 0) & batch["has_kp2d"][:, None]
-            terms["kp2d"] = keypoint_2d_loss(out["kp2d"], batch["kp2d"][..., :2], weight, scale=half, norm="l1")
+            terms["kp2d"] = keypoint_2d_loss(
+                out["kp2d"], batch["kp2d"][..., :2], weight, scale=half, norm="l1", reduction="per_sample"
+            )
         if self.active("kp3d"):
             weight = batch["kp3d"][..., 3] * batch["has_kp3d"][:, None]
             terms["kp3d"] = keypoint_3d_loss(out["joints_h36m17"], batch["kp3d"][..., :3], weight, root=H36M_PELVIS)

@@ -1,8 +1,9 @@
 """DenseReg / DensePose-RCNN: per-pixel part classification and per-part U, V regression on a crop.
 
 Loss terms (config `loss_weights`): `part_ce` (parts at annotated points), `uv` (smooth-L1 on U, V of
-the true part; in quantized mode on the in-bin residuals), `uv_bin` (quantized mode only: bin
-cross-entropy), `coarse_seg` (person mask, or DensePose's 14 coarse parts with 15 channels).
+the true part; in quantized mode on the in-bin residuals, measured in U, V units so that `uv` weighs
+both modes alike), `uv_bin` (quantized mode only: bin cross-entropy), `coarse_seg` (person mask, or
+DensePose's 14 coarse parts with 15 channels).
 Regression `direct` (DensePose-RCNN) or `quantized` (DenseReg: K bins per part and coordinate plus a
 residual, decoded `hard` or `soft`). Supervision `points` (DensePose-RCNN: the annotated points) or
 `rendered` (DenseReg's dense correspondences: every body pixel of the GT mesh rendered at the output

@@ -2,9 +2,11 @@
 
 Loss terms (config `loss_weights`; PyMAF's weights, each summed over the three steps): `kp2d` (MSE
 of COCO-17 keypoints in the crop's [-1, 1] frame), `kp3d` (MSE of hip-centred H36M-17 joints, metres),
-`pose` (MSE of the 24 rotation matrices), `betas` (MSE), and `aux_iuv` (the auxiliary IUV maps against
-IUV rendered from the GT mesh: part CE x aux_part_weight + coarse-part CE x aux_coarse_weight +
-smooth-L1 of the true part's U, V on the foreground x aux_uv_weight; only with pymaf.aux_iuv=true).
+`pose` (MSE of the 24 rotation matrices), `betas` (MSE), `cam` (PyMAF's regulariser of the camera
+scale, mean exp(-10 s)^2), and `aux_iuv` (the auxiliary IUV maps against IUV rendered from the GT
+mesh, scaled as PyMAF's trainer scales them (`densehmr.losses.iuv_maps`): part CE x aux_part_weight +
+coarse-part CE x aux_coarse_weight + the U, V smooth-L1 summed over the map's pixels per sample x
+aux_uv_weight; only with pymaf.aux_iuv=true).
 Options: `feedback` mesh_aligned | grid | global (PyMAF's Table 4), `aux_iuv`, `pyramid` deconv | backbone.
 
 Predictions: `verts` the last step's mesh in the camera frame (the weak-perspective camera turned into
@@ -18,15 +20,20 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from densehmr.body.assets import FINE_TO_MASK14
 from densehmr.body.body_model import BodyModel
 from densehmr.body.mean_params import load_mean_params
 from densehmr.geometry.rotations import axis_angle_to_rotmat
-from densehmr.losses.densepose import coarse_segmentation_ce
-from densehmr.losses.hmr import betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
+from densehmr.losses.hmr import (
+    betas_loss,
+    camera_scale_penalty,
+    keypoint_2d_loss,
+    keypoint_3d_loss,
+    rotation_matrix_loss,
+)
+from densehmr.losses.iuv_maps import iuv_map_losses
 from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.pymaf_head import PyMAFHead
@@ -67,8 +74,8 @@ class PyMAF(BaseMethod):
         hidden: int = 1024,
         dropout: float = 0.5,
         mean_params: str | None = None,
-        aux_part_weight: float = 2.0,
-        aux_coarse_weight: float = 0.3,
+        aux_part_weight: float = 1.0,
+        aux_coarse_weight: float = 1.0,
         aux_uv_weight: float = 0.5,
         default_focal: float = 2.0,
         log_images_every_n_steps: int = 200,
@@ -123,6 +130,8 @@ class PyMAF(BaseMethod):
                 terms.setdefault("pose", []).append(rotation_matrix_loss(step["rotmat"], gt_rotmat, has_smpl))
             if self.active("betas"):
                 terms.setdefault("betas", []).append(betas_loss(step["betas"], batch["betas"], has_smpl))
+            if self.active("cam"):
+                terms.setdefault("cam", []).append(camera_scale_penalty(step["cam"]))
         summed = {k: torch.stack(v).sum() for k, v in terms.items()}
         if self.aux_iuv:
             summed["aux_iuv"] = self.aux_iuv_loss(out["iuv"], batch)
@@ -134,21 +143,9 @@ class PyMAF(BaseMethod):
 
     def aux_iuv_loss(self, maps: dict[str, Tensor], batch: dict) -> Tensor:
         """PyMAF's auxiliary DensePose loss on the IUV maps (B, c, h, w) against the rendered GT."""
-        size = tuple(maps["part"].shape[-2:])
-        iuv, keep = self.gt_iuv(batch, size)
-        part = iuv[:, 0].long()
-        part_ce = coarse_segmentation_ce(maps["part"], part, keep)
-        coarse_ce = coarse_segmentation_ce(maps["coarse"], self.fine_to_mask14[part], keep)
-        fg = (part > 0) & keep[:, None, None]
-        index = part[:, None]
-        u_hat = maps["u"].gather(1, index)[:, 0]
-        v_hat = maps["v"].gather(1, index)[:, 0]
-        per_pixel = F.smooth_l1_loss(u_hat, iuv[:, 1], reduction="none") + F.smooth_l1_loss(
-            v_hat, iuv[:, 2], reduction="none"
-        )
-        uv = torch.where(fg, per_pixel, torch.zeros_like(per_pixel)).sum() / fg.sum().clamp(min=1)
-        w = self.aux_weights
-        return w["part"] * part_ce + w["coarse"] * coarse_ce + w["uv"] * uv
+        iuv, keep = self.gt_iuv(batch, tuple(maps["part"].shape[-2:]))
+        terms = iuv_map_losses(maps["part"], maps["coarse"], maps["u"], maps["v"], iuv, keep, self.fine_to_mask14)
+        return sum(self.aux_weights[k] * v for k, v in terms.items())
 
     # ----------------------------------------------------------------- predictions
     def focal_principal(self, batch: dict) -> tuple[Tensor, Tensor]:

@@ -35,7 +35,7 @@ from densehmr.studies.sweep import SWEEPS_DIR, expand_grid, load_sweep, override
 from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
 
 STUDIES = ("meshpose_losses", "meshpose_uv_decoding", "vertexpose_vs_densereg", "pymaf_feedback", "pymaf_aux_iuv",
-           "dct_dense")
+           "dct_dense", "densereg_regression")
 # Options that act at inference only: the row re-evaluates the default model's checkpoint instead of training.
 EVAL_ONLY = frozenset({"meshpose.uv_decoding"})
 # The per-cell training budget: 20 trainings x 2 seeds and 6 re-evaluations in about 45 minutes on 2 cores

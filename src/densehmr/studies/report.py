@@ -95,6 +95,10 @@ CLAIMS = (
                         "lower"),
                   Check(_abl("dct_dense", "dct.dense_weight=1.0", GPS), _abl("dct_dense", "dct.dense_weight=0.0", GPS),
                         "higher"))),
+    Claim("densereg_regression", "DenseReg's quantized regression (bins + residual) beats direct regression "
+          "of U, V (higher DensePose AP)", "DenseReg", (
+              Check(_abl("densereg_regression", "densereg.regression=quantized", GPS),
+                    _abl("densereg_regression", "densereg.regression=direct", GPS), "higher"),)),
 )
 
 
