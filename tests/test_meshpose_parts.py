@@ -72,7 +72,10 @@ def test_neck_and_mask_head_shapes():
 
 
 def test_lifting_head_maps_bins_onto_the_ranges():
-    head = LiftingHead(5, num_vertices=7, image_size=(96, 64), hidden=4, bins=16).eval()
+    head = LiftingHead(
+        5, num_vertices=7, image_size=(96, 64), hidden=4, bins=17,
+        x_range=(-0.5, 1.5), y_range=(-0.5, 1.5), z_range=(-1.0, 1.0),
+    ).eval()
     with torch.no_grad():
         for reg in [*head.axes, head.visibility]:
             reg.per_vertex.weight.zero_()
@@ -81,13 +84,33 @@ def test_lifting_head_maps_bins_onto_the_ranges():
     # Uniform bins: the middle of each range (x [-32, 96], y [-48, 144], z [-96, 96]).
     torch.testing.assert_close(xyz, torch.tensor([32.0, 48.0, 0.0]).expand(3, 7, 3), atol=1e-4, rtol=0)
     torch.testing.assert_close(vis, torch.zeros(3, 7))
-    # A delta at bin k lands on the bin centre lo + (k + 0.5) * size.
-    with torch.no_grad():
-        head.axes[0].per_vertex.bias.zero_()
-    logits = torch.full((1, 7, 16), -1e4)
-    logits[..., 3] = 0.0
-    index = argsoftmax_1d(logits)
-    assert (head.lo[0] + (index + 0.5) * head.bin_size[0])[0, 0].item() == pytest.approx(-32 + 3.5 * 8.0)
+    # Bin k of 17 lands on lo + k (hi - lo) / 16: the first and last bins reach the ends.
+    for k, x in ((0, -32.0), (4, -32 + 4 * 8.0), (16, 96.0)):
+        logits = torch.full((1, 7, 17), -1e4)
+        logits[..., k] = 0.0
+        assert (head.lo[0] + argsoftmax_1d(logits) * head.step[0])[0, 0].item() == pytest.approx(x)
+
+
+def test_lifting_head_reaches_what_the_official_fusion_reaches():
+    """MeshPoseBranchFusion at its 288 x 384 crop (72 x 96 heatmap, stride 4, 64 bins): a branch
+    output X = (soft-argmax bin in 0..63) * 96 / 64 becomes x = 3 * 96 / 64 * X - 96 heatmap px, y = 4 *
+    72 / 64 * Y - 72, z = 4 * 72 / 64 * Z - 2 * 72, times 4 for crop px."""
+    h, w, bins = 384, 288, 64
+    head = LiftingHead(5, num_vertices=3, image_size=(h, w), hidden=4, bins=bins).eval()
+    vw, vh = h // 4, w // 4  # the official code's names for the heatmap's (H, W)
+
+    def official(k: int) -> list[float]:
+        c = k * 96 / 64
+        return [4 * (3 * vw / 64 * c - vw), 4 * (4 * vh / 64 * c - vh), 4 * (4 * vh / 64 * c - 2 * vh)]
+
+    for k in (0, 21, 63):
+        logits = torch.full((1, 3, bins), -1e4)
+        logits[..., k] = 0.0
+        ours = head.lo + argsoftmax_1d(logits)[..., None] * head.step
+        torch.testing.assert_close(ours[0, 0], torch.tensor(official(k)), atol=1e-3, rtol=1e-6)
+    # A vertex 1.2 crop widths right of the crop, or a full height below it, is representable.
+    assert head.lo[0] < -1.2 * w and head.lo[0] + (bins - 1) * head.step[0] > 2.2 * w
+    assert head.lo[1] + (bins - 1) * head.step[1] > 2.0 * h
 
 
 # ----------------------------------------------------------------------------- UV decoding

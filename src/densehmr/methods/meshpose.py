@@ -37,7 +37,7 @@ from densehmr.geometry.uv_decoding import MODES, UVDecoder
 from densehmr.losses import meshpose as L
 from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.nn.backbones import build_backbone
-from densehmr.nn.heads.lifting import LiftingHead
+from densehmr.nn.heads.lifting import OFFICIAL_X_RANGE, OFFICIAL_Y_RANGE, OFFICIAL_Z_RANGE, LiftingHead
 from densehmr.nn.heads.vertexpose import MaskHead, StrideFourNeck, VertexPoseHead
 from densehmr.render import PerspectiveCamera, mesh_to_iuv, screen_to_iuv, soft_silhouette
 from densehmr.render.cameras import crop_intrinsics
@@ -68,9 +68,9 @@ class MeshPose(BaseMethod):
         learn_gain: bool = False,
         lifting_hidden: int = 64,
         lifting_bins: int = 64,
-        x_range: tuple[float, float] = (-0.5, 1.5),
-        y_range: tuple[float, float] = (-0.5, 1.5),
-        z_range: tuple[float, float] = (-1.0, 1.0),
+        x_range: tuple[float, float] = OFFICIAL_X_RANGE,
+        y_range: tuple[float, float] = OFFICIAL_Y_RANGE,
+        z_range: tuple[float, float] = OFFICIAL_Z_RANGE,
         uv_decoding: str = "barycentric",
         decode_upsample: int = 2,
         render_stride: int = 2,

@@ -2,8 +2,14 @@
 
 Each coordinate has its own `BinRegressor`: a pooled feature (B, C) -> 1D conv to hidden x bins
 channels -> reshaped to (hidden, bins) -> 1D conv to one row of bin logits per vertex (B, v, bins);
-the coordinate is the 1D soft-argmax over the bins mapped linearly onto a range given as fractions of
-the crop. Visibility uses the same regressor and takes the mean over bins as a logit (official code).
+the coordinate is the 1D soft-argmax over the bins (an index in [0, bins - 1]) mapped linearly onto a
+range given as fractions of the crop: the first bin reaches its low end, the last bin its high end, as
+the official `MeshPoseBranchFusion` maps its bins. Visibility uses the same regressor and takes the
+mean over bins as a logit (official code).
+
+Official reach (bins 0..63 scaled by 96 / 64, then x = 4.5 X - 96, y = 4.5 Y - 72, z = 4.5 Z - 144 on
+the 72 x 96 heatmap of a 288 x 384 crop): x in [-4/3, 4.573] W, y in [-0.75, 3.680] H, z in [-1.5,
+2.930] H, so that vertices far outside a truncated crop stay representable.
 """
 
 from __future__ import annotations
@@ -12,6 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from densehmr.geometry.argsoftmax import argsoftmax_1d
+
+# What the official fusion lets x (of W), y and z (of H) reach (module docstring).
+OFFICIAL_X_RANGE = (-4.0 / 3.0, 329.25 / 72.0)
+OFFICIAL_Y_RANGE = (-0.75, 353.25 / 96.0)
+OFFICIAL_Z_RANGE = (-1.5, 281.25 / 96.0)
 
 
 class BinRegressor(nn.Module):
@@ -34,7 +45,7 @@ class LiftingHead(nn.Module):
     """Regressed vertices (B, v, 3) crop px and visibility logits (B, v) from pooled features (B, C).
 
     x spans x_range * W, y spans y_range * H and z spans z_range * H (a depth in pixels, made
-    root-relative by the caller), each over `bins` bins whose centres are the soft-argmax positions.
+    root-relative by the caller): soft-argmax index 0 gives the range's low end, bins - 1 its high end.
     """
 
     def __init__(
@@ -44,9 +55,9 @@ class LiftingHead(nn.Module):
         image_size: tuple[int, int],
         hidden: int = 64,
         bins: int = 64,
-        x_range: tuple[float, float] = (-0.5, 1.5),
-        y_range: tuple[float, float] = (-0.5, 1.5),
-        z_range: tuple[float, float] = (-1.0, 1.0),
+        x_range: tuple[float, float] = OFFICIAL_X_RANGE,
+        y_range: tuple[float, float] = OFFICIAL_Y_RANGE,
+        z_range: tuple[float, float] = OFFICIAL_Z_RANGE,
     ) -> None:
         super().__init__()
         h, w = image_size
@@ -55,10 +66,11 @@ class LiftingHead(nn.Module):
         self.visibility = BinRegressor(in_channels, num_vertices, hidden, bins)
         lo = torch.tensor([x_range[0] * w, y_range[0] * h, z_range[0] * h])
         hi = torch.tensor([x_range[1] * w, y_range[1] * h, z_range[1] * h])
-        self.register_buffer("lo", lo)
-        self.register_buffer("bin_size", (hi - lo) / bins)
+        # Derived from the config (saved as hyperparameters), not state.
+        self.register_buffer("lo", lo, persistent=False)
+        self.register_buffer("step", (hi - lo) / (bins - 1), persistent=False)
 
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
         index = torch.stack([argsoftmax_1d(axis(pooled)) for axis in self.axes], dim=-1)  # (B, v, 3)
-        xyz = self.lo + (index + 0.5) * self.bin_size
+        xyz = self.lo + index * self.step
         return xyz, self.visibility(pooled).mean(-1)
