@@ -174,6 +174,53 @@ def test_soft_silhouette_gradcheck():
     assert torch.autograd.gradcheck(lambda v: soft_silhouette(v, faces, (8, 9), sigma=0.7), (xy,))
 
 
+def _soft_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A float32 batch of 3 bumpy ellipsoids over 48 x 48 px: screen xy, faces, vertex values, pixel
+    weights."""
+    from densehmr.render.benchmark import bumpy_ellipsoid
+
+    verts, faces = bumpy_ellipsoid(20, 30, (0.25, 0.4, 0.2))
+    gen = torch.Generator().manual_seed(5)
+    xy = verts[None, :, :2] * 40.0 + 24.0 + torch.randn(3, 1, 2, generator=gen)
+    values = torch.rand(3, verts.shape[0], generator=gen)
+    return xy, faces, values, torch.rand(3, 48, 48, generator=gen)
+
+
+def _soft_with_grads(xy, faces, values, weights, **options):
+    xy, values = xy.clone().requires_grad_(True), values.clone().requires_grad_(True)
+    out = soft_silhouette(xy, faces, (48, 48), sigma=1.0, vertex_values=values, **options)
+    return (out, *torch.autograd.grad((out * weights).sum(), (xy, values)))
+
+
+@pytest.mark.slow  # compiles two kernels (about 30 s on 2 cores without inductor's on-disk cache)
+def test_soft_silhouette_compiled_matches_eager():
+    xy, faces, values, weights = _soft_batch()
+    compiled = _soft_with_grads(xy, faces, values, weights, compiled=True)
+    eager = _soft_with_grads(xy.double(), faces, values.double(), weights.double(), compiled=False)
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got.double(), want, atol=1e-5 * want.abs().max().item(), rtol=1e-4)
+
+
+def test_soft_silhouette_runs_eagerly_when_compiling_fails(monkeypatch):
+    import densehmr.render.soft as soft
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    kernels = (soft._COMPILED_LOG_EMPTY, soft._COMPILED_GRADS)
+    for kernel in kernels:
+        monkeypatch.setattr(kernel, "compiled", None)
+        monkeypatch.setattr(kernel, "failed", False)
+    monkeypatch.setattr(torch, "compile", broken)
+    xy, faces, values, weights = _soft_batch()
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        got = _soft_with_grads(xy, faces, values, weights, compiled=True)
+    assert all(kernel.failed for kernel in kernels)
+    want = _soft_with_grads(xy, faces, values, weights, compiled=False)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
 def _sphere_screen(scale: torch.Tensor, shift: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     sphere = trimesh.creation.icosphere(subdivisions=2)
     verts = torch.tensor(sphere.vertices, dtype=torch.float32)
