@@ -80,9 +80,9 @@ bench: setup ## speed, size and cost of every method and stage -> results/bench.
 IMAGE ?=
 DEMO_OUT ?= outputs/demo
 
-demo: setup ## run METHOD on IMAGE (a file or a folder) [CKPT=<.ckpt>] [BOX="x,y,w,h"]: overlays and vertices -> $(DEMO_OUT)/
+demo: setup ## run METHOD on the people in IMAGE (a file or a folder) [CKPT=<.ckpt>] [BOXES=<COCO detections .json> | DETECTOR=hog|whole|<.onnx> | BOX="x,y,w,h"] [SCORE=<min score>]: overlays and vertices -> $(DEMO_OUT)/
 	@test -n "$(IMAGE)" || { echo "error: make demo needs IMAGE=<image file or folder>"; exit 2; }
-	$(PYTHON) -m densehmr.demo "$(IMAGE)" $(if $(filter command line environment,$(origin METHOD)),--method $(METHOD),) $(if $(CKPT),--ckpt "$(CKPT)",) $(if $(BOX),--box "$(BOX)",) --out "$(DEMO_OUT)"
+	$(PYTHON) -m densehmr.demo "$(IMAGE)" $(if $(filter command line environment,$(origin METHOD)),--method $(METHOD),) $(if $(CKPT),--ckpt "$(CKPT)",) $(if $(BOX),--box "$(BOX)",) $(if $(BOXES),--boxes "$(BOXES)",) $(if $(DETECTOR),--detector "$(DETECTOR)",) $(if $(SCORE),--score-threshold $(SCORE),) --out "$(DEMO_OUT)"
 
 export: setup ## ONNX export of METHOD [CKPT=<.ckpt>, default its latest run], checked with onnxruntime -> outputs/export/, results/export.md
 	$(PYTHON) -m densehmr.export --method $(METHOD) $(if $(CKPT),--ckpt "$(CKPT)",)

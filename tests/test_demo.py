@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
+from two_people import two_people_photo
 
 from datamodules.benchmark import write_fixture_dataset
 from datamodules.crop import apply_affine, invert_affine
@@ -21,6 +22,7 @@ from datamodules.errors import BadSampleLog
 from datamodules.readers import DensePoseCocoReader
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densehmr import demo
+from densehmr.detection.boxes import iou_matrix
 from densehmr.inference import (
     BACKDROP,
     ImageError,
@@ -31,6 +33,7 @@ from densehmr.inference import (
     parse_box,
     read_image,
 )
+from densehmr.model_card import ModelCard
 from densehmr.train import CONFIG_DIR
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -199,12 +202,18 @@ def test_predictions_come_back_to_image_coordinates(run_dir):
 
 
 # ----------------------------------------------------------------------------- the demo
+def caption_rows(picture: np.ndarray, panel_height: int) -> np.ndarray:
+    """The caption strip under the panels: rows that are not all white hold text."""
+    strip = picture[panel_height:]
+    return np.flatnonzero((strip < 128).any(axis=(1, 2)))
+
+
 def test_demo_writes_pictures_and_vertices_and_refuses_bad_files_in_one_line(run_dir, tmp_path, capsys):
     folder = tmp_path / "photos"
     shutil.copytree(DATA, folder)
     (folder / "broken.jpg").write_bytes((DATA / "person.jpg").read_bytes()[:900])
     out = tmp_path / "out"
-    code = demo.main([str(folder), "--run", str(run_dir), "--out", str(out)])
+    code = demo.main([str(folder), "--run", str(run_dir), "--detector", "whole", "--out", str(out)])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert code == 2 and len(err) == 1 and str(folder / "broken.jpg") in err[0]
     for name in IMAGES:
@@ -212,11 +221,14 @@ def test_demo_writes_pictures_and_vertices_and_refuses_bad_files_in_one_line(run
         picture = np.asarray(Image.open(out / f"{stem}.png"))
         h, w = read_image(DATA / name).shape[:2]
         s = demo.display_scale((h, w))
-        assert picture.shape[0] == round(h * s) and picture.shape[1] >= 3 * round(w * s)  # three panels
+        assert picture.shape[0] > round(h * s) and picture.shape[1] >= 3 * round(w * s)  # three panels, caption
+        assert len(caption_rows(picture, round(h * s))) > 0
         record = json.loads((out / f"{stem}.json").read_text())
-        assert record["method"] == "meshpose" and record["box_xywh"] == [0.0, 0.0, w, h]
-        assert np.asarray(record["vertices"]).shape == (record["num_vertices"], 3)
-        assert np.asarray(record["keypoints_coco17"]).shape == (17, 3)
+        assert record["method"] == "meshpose" and record["detector"]["name"] == "whole"
+        (person,) = record["people"]
+        assert person["box_xywh"] == [0.0, 0.0, w, h]
+        assert np.asarray(person["vertices"]).shape == (person["num_vertices"], 3)
+        assert np.asarray(person["keypoints_coco17"]).shape == (17, 3)
 
 
 def test_demo_with_a_box_matches_the_predictor(run_dir, tmp_path, capsys):
@@ -228,21 +240,112 @@ def test_demo_with_a_box_matches_the_predictor(run_dir, tmp_path, capsys):
     record = json.loads((out / "person_jpg.json").read_text())
     model, _ = load_method(run=run_dir)
     expected = Predictor(model)(read_image(DATA / "person.jpg"), [np.array(box)])[0]
-    assert record["box_xywh"] == box
-    assert np.allclose(record["vertices"], expected.verts.numpy(), atol=1e-5)
+    (person,) = record["people"]
+    assert person["box_xywh"] == box and person["score"] is None and record["detector"]["name"] == "box"
+    assert np.allclose(person["vertices"], expected.verts.numpy(), atol=1e-5)
 
 
 def test_demo_of_a_method_without_a_mesh_shows_the_iuv_only(tmp_path, capsys):
     run = make_run(tmp_path / "densereg" / "r1", "densereg")
-    assert demo.main([str(DATA / "people.png"), "--run", str(run), "--out", str(tmp_path / "out")]) == 0
-    record = json.loads((tmp_path / "out" / "people_png.json").read_text())
-    assert record["vertices"] is None and record["method"] == "densereg"
-    picture = np.asarray(Image.open(tmp_path / "out" / "people_png.png"))
+    out = tmp_path / "out"
+    assert demo.main([str(DATA / "people.png"), "--run", str(run), "--detector", "whole", "--out", str(out)]) == 0
+    record = json.loads((out / "people_png.json").read_text())
+    assert record["people"][0]["vertices"] is None and record["method"] == "densereg"
+    picture = np.asarray(Image.open(out / "people_png.png"))
     assert picture.shape[1] == 256  # one panel
 
 
-def test_demo_refuses_a_bad_box_or_a_missing_run_in_one_line(run_dir, tmp_path, capsys):
+def test_demo_refuses_bad_arguments_in_one_line(run_dir, tmp_path, capsys):
+    (tmp_path / "dets.json").write_text('[{"image_id": "person.jpg", "bbox": [1, 2], "score": 1}]')
     assert demo.main([str(DATA / "person.jpg"), "--run", str(run_dir), "--box", "1,2,3"]) == 2
     assert demo.main([str(DATA / "person.jpg"), "--run", str(tmp_path / "nope")]) == 2
+    assert demo.main([str(DATA / "person.jpg"), "--run", str(run_dir), "--boxes", str(tmp_path / "dets.json")]) == 2
+    assert demo.main([str(DATA / "person.jpg"), "--run", str(run_dir), "--detector", "yolo"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert len(err) == 2 and "x,y,w,h" in err[0] and "nope" in err[1]
+    assert len(err) == 4 and "x,y,w,h" in err[0] and "nope" in err[1]
+    assert "dets.json: detection[0]: field 'bbox'" in err[2] and "--detector" in err[3]
+
+
+# ----------------------------------------------------------------------------- people in a photograph
+METRICS = {"densepose/gps_ap": 0.123, "mesh/pa_mpjpe": 143.8, "val/densepose/gps_ap": 0.5}
+
+
+@pytest.fixture(scope="module")
+def two_people(tmp_path_factory, body) -> tuple[Path, np.ndarray]:
+    """A folder holding the two-person photograph, and its people's true boxes (2, 4) xywh."""
+    folder = tmp_path_factory.mktemp("two_people")
+    return folder, two_people_photo(body, folder / "two.jpg")
+
+
+def test_demo_finds_both_people_of_a_photo_from_a_detections_file(run_dir, two_people, tmp_path, capsys):
+    folder, truth = two_people
+    (run_dir / "metrics.json").write_text(json.dumps(METRICS))
+    detections = [
+        {"image_id": "two.jpg", "category_id": 1, "bbox": truth[0].tolist(), "score": 0.95},
+        {"image_id": "two.jpg", "category_id": 1, "bbox": truth[1].tolist(), "score": 0.9},
+        {"image_id": "two.jpg", "category_id": 1, "bbox": (truth[0] + [3, 2, 0, 0]).tolist(), "score": 0.8},  # NMS
+        {"image_id": "two.jpg", "category_id": 1, "bbox": [10, 10, 60, 120], "score": 0.3},  # under 0.5
+        {"image_id": "two.jpg", "category_id": 1, "bbox": [400, 20, 12, 20], "score": 0.99},  # too small
+        {"image_id": "two.jpg", "category_id": 18, "bbox": [200, 200, 60, 60], "score": 0.99},  # a dog
+    ]
+    (tmp_path / "dets.json").write_text(json.dumps(detections))
+    out = tmp_path / "out"
+    assert demo.main([str(folder), "--run", str(run_dir), "--boxes", str(tmp_path / "dets.json"),
+                      "--out", str(out)]) == 0
+    record = json.loads((out / "two_jpg.json").read_text())
+    assert [p["box_xywh"] for p in record["people"]] == truth.tolist()
+    assert [p["score"] for p in record["people"]] == [0.95, 0.9]
+    model, _ = load_method(run=run_dir)
+    expected = Predictor(model)(read_image(folder / "two.jpg"), list(truth))
+    for person, want in zip(record["people"], expected, strict=True):
+        assert np.allclose(person["vertices"], want.verts.numpy(), atol=1e-5)
+    # The model card: checkpoint, method, training data and the run's validation metrics.
+    card = record["model"]
+    assert card["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt") and card["method"] == "meshpose"
+    assert card["training_data"] == "synthetic" and card["datasets"] == ["synthetic"]
+    assert card["metrics"] == {"densepose/gps_ap": 0.123, "mesh/pa_mpjpe": 143.8}  # test split = val split
+    assert card["metrics_split"] == "val (synthetic)"
+    lines = ModelCard(**card).lines()
+    assert "synthetic renders only" in lines[1] and "GPS AP 12.3" in lines[2] and "PA-MPJPE (mm) 143.8" in lines[2]
+    picture = np.asarray(Image.open(out / "two_jpg.png"))
+    assert picture.shape[1] == 3 * 480 + 4 and len(caption_rows(picture, 320)) > 4 * 8  # four lines of text
+    # Each numbered box is drawn on the first panel at the person's box.
+    x, y, w, h = truth[1].astype(int)
+    edge = picture[y + h // 2, x - 1 : x + 2]
+    assert (np.abs(edge.astype(int) - demo.BOX_COLOUR).sum(axis=-1) < 60).any()
+    (run_dir / "metrics.json").unlink()
+
+
+def test_make_demo_with_the_builtin_detector_writes_two_records(run_dir, two_people, tmp_path, capsys):
+    folder, truth = two_people
+    out = tmp_path / "out"
+    assert demo.main([str(folder), "--run", str(run_dir), "--out", str(out)]) == 0
+    record = json.loads((out / "two_jpg.json").read_text())
+    assert record["detector"]["name"] == "opencv-hog" and len(record["people"]) == 2
+    found = np.array([p["box_xywh"] for p in record["people"]])
+    assert (iou_matrix(truth, found).max(axis=1) > 0.6).all()
+
+
+def test_demo_says_in_one_line_when_nobody_is_found(run_dir, tmp_path, capsys):
+    Image.fromarray(np.full((240, 320, 3), 128, np.uint8)).save(tmp_path / "wall.png")
+    out = tmp_path / "out"
+    assert demo.main([str(tmp_path / "wall.png"), "--run", str(run_dir), "--out", str(out)]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith(f"{tmp_path / 'wall.png'}: no person found (OpenCV HOG")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_demo_uses_the_boxes_of_an_onnx_detector(run_dir, two_people, tmp_path, capsys):
+    from test_detection import FRACTIONS, SCORES, FixedDetector, export
+
+    folder, _ = two_people
+    onnx = export(FixedDetector(), tmp_path / "people.onnx", (64, 64), dynamic=True)
+    out = tmp_path / "out"
+    assert demo.main([str(folder), "--run", str(run_dir), "--detector", str(onnx), "--out", str(out)]) == 0
+    record = json.loads((out / "two_jpg.json").read_text())
+    h, w = read_image(folder / "two.jpg").shape[:2]
+    corners = FRACTIONS[:2].numpy() * [w, h, w, h]  # the third detection is not a person
+    expected = np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
+    assert record["detector"]["name"] == "onnx"
+    assert np.allclose([p["box_xywh"] for p in record["people"]], expected, atol=1e-4)
+    assert np.allclose([p["score"] for p in record["people"]], SCORES[:2].numpy(), atol=1e-5)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from two_people import two_people_photo
 
 from densehmr.detection import Detections, build_detector, select_people
 from densehmr.detection.boxes import iou_matrix, nms, xyxy_to_xywh
 from densehmr.detection.from_file import BoxesFile, DetectionsFileError
 from densehmr.detection.onnx import PAD_VALUE, DetectorModelError, OnnxDetector
 from densehmr.inference import read_image
-from two_people import two_people_photo
 
 
 # ----------------------------------------------------------------------------- boxes, NMS, selection
