@@ -12,7 +12,7 @@ WORKERS ?= 2
 # torch's OpenMP threads spin while waiting; on shared 2-core machines that costs 3-40x (see results/bench.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup test test-fast lint body data train eval demo export compare ablation sweep report
+.PHONY: help setup test test-fast lint body data train pretrain eval demo export compare ablation sweep report
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,6 +53,11 @@ data: setup ## generate the synthetic benchmark into $(DATA_DIR) if missing (res
 
 train: data ## train and evaluate METHOD (meshpose|pymaf|dct|densereg) [EXPERIMENT=paper_<m>] [ARGS="<hydra overrides>"]; RESUME=<run dir> continues that run
 	$(PYTHON) -m densehmr.train method=$(METHOD) $(if $(EXPERIMENT),experiment=$(EXPERIMENT),) $(if $(RESUME),resume=$(RESUME),) $(ARGS)
+
+BACKBONE ?= resnet18
+
+pretrain: data ## pretrain BACKBONE on the synthetic train split and ship it (resumable: re-run to continue) -> src/densehmr/nn/backbones/pretrained/
+	$(PYTHON) -m densehmr.pretrain backbone=$(BACKBONE) $(ARGS)
 
 eval: setup ## evaluate CKPT of METHOD on the test split
 	$(PYTHON) -m densehmr.evaluate method=$(METHOD) ckpt_path=$(CKPT) $(ARGS)

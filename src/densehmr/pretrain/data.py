@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from torch.utils.data import Subset
 
 from datamodules.datamodule import DenseHMRDataModule
+
+log = logging.getLogger(__name__)
 
 
 class HeldOutTrainData(DenseHMRDataModule):
@@ -26,10 +29,14 @@ class HeldOutTrainData(DenseHMRDataModule):
 
     def _build_split(self, split: str) -> list[Subset]:
         held_out = split != "train"
-        return [
+        subsets = [
             Subset(dataset, [i for i in range(len(dataset)) if self.is_held_out(dataset.reader.raw(i)) == held_out])
             for dataset in super()._build_split(split)
         ]
+        kept = sum(len(s) for s in subsets)
+        log.info("%s: %d people %s (one image in %d held out)", split, kept, "held out" if held_out else "to train on",
+                 self.holdout_every)
+        return subsets
 
     def is_held_out(self, raw) -> bool:
         return raw.image_id % self.holdout_every == 0
