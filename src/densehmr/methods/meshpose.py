@@ -93,11 +93,11 @@ class MeshPose(BaseMethod):
         if metric_scale not in ("template", "gt_root"):
             raise ValueError(f"meshpose.metric_scale must be 'template' or 'gt_root', got {metric_scale!r}")
         self.save_hyperparameters()
-        backbone = dict(backbone or {"name": "resnet18"})
+        backbone_cfg = dict(backbone or {"name": "resnet18"})
         low = self.body.lowpoly
         num_low = low.num_vertices
 
-        self.backbone = build_backbone(backbone["name"], backbone.get("weights"))
+        self.backbone = build_backbone(backbone_cfg.pop("name"), **backbone_cfg)
         self.neck = StrideFourNeck(self.backbone.out_channels, neck_channels)
         self.vertexpose = VertexPoseHead(
             neck_channels, num_low, stride=self.backbone.out_strides[0], gain=gain, learn_gain=learn_gain
