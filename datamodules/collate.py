@@ -7,7 +7,8 @@ Batch (B samples, P = most points in the batch, at least 1; padding has dp_valid
   the low-poly mesh; kp2d (B, 17, 3) crop px + visibility; kp3d (B, 17, 4) camera-frame metres (H36M-17);
   global_orient (B, 3); body_pose (B, 69); betas (B, 10); cam_K (B, 3, 3) crop px; cam_t (B, 3) metres;
   bbox (B, 4) xywh crop px; area (B,) crop px^2; affine (B, 2, 3) crop -> image; image_id, ann_id (B,) long;
-  has_dp, has_kp2d, has_kp3d, has_smpl, has_mask, has_mask_parts, has_cam (B,) bool;
+  has_dp, has_kp2d, has_kp3d, has_smpl, has_mask, has_mask_parts, has_cam (B,) bool; gender (B,) long
+  of the GT body (0 neutral / unknown, 1 male, 2 female);
   skipped: {reason: count} of the samples dropped or replaced for this batch (not a tensor).
 """
 

@@ -1,9 +1,12 @@
 """`DenseHMRDataModule`: train/val/test splits, each a list of datasets mixed by sampling ratio.
 
-Built from configs/data/*.yaml (Hydra `_target_`). A dataset entry (paths relative to `root`):
+Built from configs/data/*.yaml (Hydra `_target_`). A dataset entry (paths relative to its `root`, which
+is itself relative to the module's `root`):
   name, ratio (train only: share of the samples drawn from it), root,
-  densepose_json + image_root [+ smpl_npz joined by ann_id]   -> DensePose-COCO people (+ SMPL, camera),
-  or smpl_npz + image_root [+ box_padding]                    -> SPIN-format rows on their own (3DPW, H36M).
+  densepose_json + image_root [+ smpl_npz, box_padding]  -> DensePose-COCO people (+ SMPL, joints, camera
+                                                            of the npz rows that join them by identity),
+  or smpl_npz + image_root [+ box_padding]               -> SPIN-format rows on their own (3DPW, H36M, ...).
+box_padding: the factor the npz's `scale` holds over the person box (SPIN's files: 1.2).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +52,17 @@ class DatasetSpec:
 
 
 def make_reader(spec: DatasetSpec, bad: BadSampleLog) -> SampleReader:
-    """The reader for `spec`; load-time problems go to `bad`."""
+    """The reader for `spec`; load-time problems go to `bad`, how an npz joined to the log."""
     if spec.densepose_json is not None:
         smpl = SpinNpz(spec.path(spec.smpl_npz), bad) if spec.smpl_npz else None
-        return DensePoseCocoReader(spec.path(spec.densepose_json), spec.path(spec.image_root), bad, smpl=smpl)
+        reader = DensePoseCocoReader(
+            spec.path(spec.densepose_json), spec.path(spec.image_root), bad, smpl=smpl, box_padding=spec.box_padding
+        )
+        report = reader.join_report
+        if report is not None:
+            unjoined = report.rows_unjoined or report.persons_unjoined or report.image_conflicts
+            log.log(logging.WARNING if unjoined else logging.INFO, "%s: %s", spec.name, report.line())
+        return reader
     if spec.smpl_npz is not None:
         return SpinNpzReader(spec.path(spec.smpl_npz), spec.path(spec.image_root), bad, spec.box_padding)
     raise ValueError(f"dataset {spec.name!r} names neither densepose_json nor smpl_npz")
@@ -62,6 +72,7 @@ class DenseHMRDataModule(pl.LightningDataModule):
     """Train/val/test DataLoaders of person crops (batch contract: datamodules/collate.py).
 
     train/val/test: lists of dataset entries (mappings or DatasetSpec); test defaults to val.
+    root: the folder relative entry roots are under (a dataset config's one path to set).
     body: a Body, a name for `load_body`, or a mapping of `load_body` arguments.
     samples_per_epoch: train samples drawn per epoch (default: all train datasets' sizes summed).
     Several val/test datasets give one DataLoader each (Lightning passes dataloader_idx).
@@ -84,12 +95,13 @@ class DenseHMRDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         pin_memory: bool = False,
         seed: int = 0,
+        root: str = ".",
     ) -> None:
         super().__init__()
         self.specs = {
-            "train": [_spec(s) for s in train],
-            "val": [_spec(s) for s in val],
-            "test": [_spec(s) for s in (test if test is not None else val)],
+            "train": [_spec(s, root) for s in train],
+            "val": [_spec(s, root) for s in val],
+            "test": [_spec(s, root) for s in (test if test is not None else val)],
         }
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.batch_size = batch_size
@@ -263,8 +275,9 @@ class BadSampleReport(pl.Callback):
         self._report(trainer, pl_module, "test")
 
 
-def _spec(entry: Mapping[str, Any] | DatasetSpec) -> DatasetSpec:
-    return entry if isinstance(entry, DatasetSpec) else DatasetSpec(**dict(entry))
+def _spec(entry: Mapping[str, Any] | DatasetSpec, root: str = ".") -> DatasetSpec:
+    spec = entry if isinstance(entry, DatasetSpec) else DatasetSpec(**dict(entry))
+    return replace(spec, root=str(Path(root) / spec.root))
 
 
 def _load_body(spec: Body | str | Mapping[str, Any]) -> Body:

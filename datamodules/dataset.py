@@ -7,7 +7,7 @@ sample counts twice); either way the reasons travel with the batch under "skippe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from datamodules.camera_fit import BodyCameraFit
 from datamodules.crop import (
     affine_scale,
     apply_affine,
@@ -29,7 +30,7 @@ from datamodules.crop import (
     warp,
 )
 from datamodules.errors import DataError, OnBadSample
-from datamodules.readers import RawSample, SampleReader
+from datamodules.readers import BodyTarget, RawSample, SampleReader
 from datamodules.readers.densepose_coco import DP_BOX_SIZE, part_label_map, rle_to_mask
 from datamodules.transforms import (
     AugmentConfig,
@@ -111,6 +112,8 @@ class DenseHMRDataset(Dataset):
 
     image_size: (H, W) of the crop.  augment: None for evaluation (a plain crop).
     face_mappers / pelvis: shared precomputations; built from `body` when not given.
+    camera_fit: fits the camera of people with SMPL parameters and keypoints but no camera; built from
+    `body` on first use when not given.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class DenseHMRDataset(Dataset):
         face_mappers: tuple[FaceMapper, FaceMapper] | None = None,
         pelvis: PelvisModel | None = None,
         max_retries: int = 16,
+        camera_fit: BodyCameraFit | None = None,
     ) -> None:
         if on_bad_sample not in ("raise", "skip"):
             raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
@@ -135,6 +139,7 @@ class DenseHMRDataset(Dataset):
         moves = self.augment is not None and (self.augment.rotation_prob > 0 or self.augment.flip_prob > 0)
         self.pelvis = pelvis if pelvis is not None or not moves else PelvisModel.from_body(body)
         self.max_retries = max_retries
+        self.camera_fit = camera_fit
         table = getattr(reader, "dense_table", None)
         flips = self.augment is not None and self.augment.flip_prob > 0
         self.surface = SurfaceTable(*table(), body, self.face_mappers, flips) if table is not None else None
@@ -271,8 +276,9 @@ class DenseHMRDataset(Dataset):
         return {"kp2d": torch.from_numpy(kp), "has_kp2d": torch.tensor(raw.keypoints is not None)}
 
     def _scene(self, raw: RawSample, affine: np.ndarray, params: AugmentParams) -> dict[str, Tensor]:
-        """SMPL parameters, 3D joints and camera in the crop's camera frame (zeros where absent)."""
-        target = raw.body
+        """SMPL parameters, 3D joints and camera in the crop's camera frame (zeros where absent), and the
+        GT body's gender."""
+        target = self._with_camera(raw)
         if target is None:
             scene = None
         else:
@@ -300,7 +306,21 @@ class DenseHMRDataset(Dataset):
             "has_smpl": torch.tensor(scene is not None and scene.pose is not None),
             "has_kp3d": torch.tensor(scene is not None and scene.joints3d is not None),
             "has_cam": torch.tensor(has_cam),
+            "gender": torch.tensor(target.gender if target is not None else 0, dtype=torch.long),
         }
+
+    def _with_camera(self, raw: RawSample) -> BodyTarget | None:
+        """The person's 3D target, its body's translation fitted to the keypoints where the file gave
+        SMPL parameters and a camera's intrinsics but no translation."""
+        target = raw.body
+        if target is None or target.pose is None or target.cam_t is not None or target.cam_K is None:
+            return target
+        if raw.keypoints is None:
+            return target
+        if self.camera_fit is None:
+            self.camera_fit = BodyCameraFit(self.body)
+        cam_t = self.camera_fit(target.pose, target.betas, raw.keypoints, target.cam_K)
+        return target if cam_t is None else replace(target, cam_t=cam_t)
 
 
 def _check_box_on_image(raw: RawSample, image_hw: tuple[int, int]) -> None:

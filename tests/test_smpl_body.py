@@ -13,6 +13,7 @@ import torch
 
 from densehmr.body import load_body
 from densehmr.body.densepose_files import write_eval_data
+from densehmr.body.smpl_body import H36M17_FROM_SPIN_H36M17
 from densehmr.body.smpl_layout import make_smplx
 
 
@@ -66,7 +67,8 @@ def smpl_files(tmp_path_factory, body):
     g = body.geodesic
     write_eval_data(root / "eval", g.point_part.numpy(), g.point_uv[:, 0].numpy(), g.point_uv[:, 1].numpy(),
                     g.pdist.numpy(), g.mean_geodesic.numpy(), g.coarse_parts.numpy())
-    np.save(root / "J_regressor_h36m.npy", body.regressors["h36m17"].numpy())
+    # SPIN's file lists the left leg first (the reordering swaps legs, so it is its own inverse).
+    np.save(root / "J_regressor_h36m.npy", body.regressors["h36m17"].numpy()[H36M17_FROM_SPIN_H36M17])
     low = body.lowpoly
     up = low.upsampler.numpy()
     idx = np.argsort(-np.abs(up), axis=1)[:, :8]
@@ -92,6 +94,7 @@ def test_smpl_body_reads_every_file_like_the_original(smpl_files, body):
     torch.testing.assert_close(smpl.lowpoly.upsampler, body.lowpoly.upsampler, atol=1e-6, rtol=0)
     a = torch.arange(0, 1000)
     torch.testing.assert_close(smpl.geodesic.distance(a, a.flip(0)), body.geodesic.distance(a, a.flip(0)))
+    assert torch.equal(smpl.regressors["h36m17"], body.regressors["h36m17"])
 
 
 def test_smpl_body_drives_smplx(smpl_files, body):

@@ -137,7 +137,13 @@ def fake_body(directory: Path) -> Body:
         v_template=torch.tensor(verts, dtype=torch.float32),
         charts=charts,
         parents=torch.tensor(SMPL_PARENTS),
-        regressors={"smpl24": torch.tensor(regressor, dtype=torch.float32)},
+        regressors={
+            "smpl24": torch.tensor(regressor, dtype=torch.float32),
+            # COCO-17 on SMPL joints: the head for the face points, then shoulders ... ankles, left first.
+            "coco17": torch.tensor(
+                regressor[[15] * 5 + [16, 17, 18, 19, 20, 21, 1, 2, 4, 5, 7, 8]], dtype=torch.float32
+            ),
+        },
         mirror=torch.from_numpy(mirror),
         uv_symmetry=torch.from_numpy(table),
         lowpoly=lowpoly,

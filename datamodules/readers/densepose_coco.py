@@ -3,7 +3,9 @@
 Per person annotation: id, image_id, category_id, bbox [x, y, w, h], optional area, iscrowd, segmentation
 (polygons or RLE), keypoints (17 x (x, y, v)), and the DensePose fields dp_x, dp_y (0..256 of the box),
 dp_I (1..24), dp_U, dp_V ([0, 1]) and dp_masks (14 RLEs at 256x256 over the box, [] when empty).
-Crowd and non-person annotations are left out. Optionally joined by annotation id to a SPIN-format npz.
+Crowd and non-person annotations are left out. Polygons of fewer than 3 points are dropped from a
+segmentation, as detectron2 drops them (an annotation with no polygon left is refused). Optionally
+joined to a SPIN-format npz by identity (`join`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from datamodules.errors import BadSampleLog, DataError
 from datamodules.readers import BodyTarget, DensePoints, PackedJSON, RawSample
+from datamodules.readers.join import JoinReport, join_rows
 from datamodules.readers.spin_npz import SpinNpz
 
 PERSON_CATEGORY = 1
@@ -25,8 +28,12 @@ NUM_DP_MASKS = 14
 DP_BOX_SIZE = 256
 DP_FIELDS = ("dp_x", "dp_y", "dp_I", "dp_U", "dp_V")
 REQUIRED_FIELDS = ("id", "image_id", "category_id", "bbox")
-# How far (px) a box may stick out of its image: COCO boxes are rounded and sometimes overshoot by a pixel.
-BOX_TOLERANCE = 1.0
+# How far a box may stick out of its image: 1% of the image's side along that axis, at least 2 px.
+# COCO boxes are the extent of hand-clicked polygons, whose points may land a few pixels past the border
+# (1.6 px is common); the check is there to catch boxes in another image's pixels or convention (xyxy
+# read as xywh, another resolution), which miss by far more than a percent of the image.
+BOX_SLACK_FRACTION = 0.01
+BOX_SLACK_MIN_PX = 2.0
 
 
 def _is_number(x: Any) -> bool:
@@ -186,7 +193,9 @@ class _Parsed:
 class DensePoseCocoReader:
     """People of a DensePose-COCO JSON, validated at load time; bad ones raise or are counted in `log`.
 
-    smpl: an optional SPIN-format npz whose `ann_id` rows add SMPL parameters, 3D joints and camera.
+    smpl: an optional SPIN-format npz whose rows add SMPL parameters, 3D joints and camera to the persons
+    they join (`join.join_rows`; box_padding: the factor the npz's `scale` holds over the person box).
+    join_report: how they joined (None without an npz).  dropped_polygons: polygons of < 3 points dropped.
     """
 
     def __init__(
@@ -195,17 +204,20 @@ class DensePoseCocoReader:
         image_root: str | Path,
         log: BadSampleLog,
         smpl: SpinNpz | None = None,
+        box_padding: float = 1.0,
     ) -> None:
         self.path = Path(json_path)
         self.image_root = Path(image_root)
         self.smpl = smpl
+        self.join_report: JoinReport | None = None
+        self.dropped_polygons = 0
         data = self._load_json()
         self._image_names, self._image_index, self._image_sizes = self._read_images(data["images"])
         self._image_ids = np.fromiter(self._image_index, dtype=np.int64, count=len(self._image_index))
         parsed = self._parse_annotations(data["annotations"], log)
         parsed = self._check_values(parsed, log)
         if smpl is not None:
-            parsed = self._join_smpl(parsed, smpl, log)
+            parsed = self._join_smpl(parsed, smpl, box_padding)
         self._store(parsed)
 
     @property
@@ -323,8 +335,13 @@ class DensePoseCocoReader:
         segmentation, polygon_xy = ann.get("segmentation"), None
         if isinstance(segmentation, list):
             polygons = [_numbers(p) for p in segmentation]
-            if any(p is None or len(p) < 6 or len(p) % 2 for p in polygons):
+            if any(p is None for p in polygons):
                 return self._error("segmentation", "not polygons", ann_id)
+            kept = [p for p in polygons if len(p) >= 6 and len(p) % 2 == 0]
+            if polygons and not kept:
+                return self._error("segmentation", "not polygons", ann_id, detail="none of 3 or more points")
+            self.dropped_polygons += len(polygons) - len(kept)
+            polygons = kept
             segmentation = [p.tolist() for p in polygons] or None
             polygon_xy = np.concatenate(polygons).reshape(-1, 2) if polygons else None
         elif segmentation is not None:
@@ -356,9 +373,10 @@ class DensePoseCocoReader:
         finite = np.isfinite(bbox).all(1)
         checks.append(("bbox", "not finite", ~finite))
         checks.append(("bbox", "empty box", finite & ~((bbox[:, 2] > 0) & (bbox[:, 3] > 0))))
-        inside = (bbox[:, 0] >= -BOX_TOLERANCE) & (bbox[:, 1] >= -BOX_TOLERANCE)
-        inside &= bbox[:, 0] + bbox[:, 2] <= sizes[:, 1] + BOX_TOLERANCE
-        inside &= bbox[:, 1] + bbox[:, 3] <= sizes[:, 0] + BOX_TOLERANCE
+        slack = np.maximum(BOX_SLACK_FRACTION * sizes, BOX_SLACK_MIN_PX)  # (M, 2) h, w
+        inside = (bbox[:, 0] >= -slack[:, 1]) & (bbox[:, 1] >= -slack[:, 0])
+        inside &= bbox[:, 0] + bbox[:, 2] <= sizes[:, 1] + slack[:, 1]
+        inside &= bbox[:, 1] + bbox[:, 3] <= sizes[:, 0] + slack[:, 0]
         checks.append(("bbox", "outside the image", finite & ~inside))
 
         area = np.asarray([np.nan if p.area is None else p.area for p in parsed], dtype=np.float64)
@@ -410,18 +428,18 @@ class DensePoseCocoReader:
             log.report(self._error(field, reason, parsed[i].ann_id))
         return [p for i, p in enumerate(parsed) if not failed[i]]
 
-    def _join_smpl(self, parsed: list[_Parsed], smpl: SpinNpz, log: BadSampleLog) -> list[_Parsed]:
-        """Drop annotations whose npz row is invalid; remember each one's row (-1: none)."""
-        row_of = {int(a): r for r, a in enumerate(smpl.row_ids)}
-        kept, rows = [], []
-        for p in parsed:
-            row = row_of.get(p.ann_id, -1)
-            if row >= 0 and not smpl.valid[row]:
-                continue
-            kept.append(p)
-            rows.append(row)
-        self._smpl_rows = np.asarray(rows, dtype=np.int64)
-        return kept
+    def _join_smpl(self, parsed: list[_Parsed], smpl: SpinNpz, box_padding: float) -> list[_Parsed]:
+        """Remember each annotation's npz row (-1: none); drop those whose row is invalid (reported)."""
+        rows, self.join_report = join_rows(
+            np.asarray([p.ann_id for p in parsed], dtype=np.int64),
+            [self._image_names[p.image] for p in parsed],
+            np.asarray([p.bbox for p in parsed], dtype=np.float64).reshape(-1, 4),
+            smpl,
+            box_padding,
+        )
+        keep = rows != -2
+        self._smpl_rows = rows[keep]
+        return [p for p, k in zip(parsed, keep, strict=True) if k]
 
     def _store(self, parsed: list[_Parsed]) -> None:
         """Pack the kept annotations into arrays (cheap to share with DataLoader workers)."""

@@ -5,8 +5,10 @@ Inputs (paths from `configs/body/smpl.yaml`; nothing is downloaded):
   J_regressor a scipy sparse matrix; we read both without chumpy and cache a plain-numpy copy);
 - `uv_processed`: DensePose's UV_Processed.mat (charts); `uv_symmetry`: UV_symmetry_transforms.mat;
 - `eval_data`: folder with SMPL_subdiv.mat, SMPL_SUBDIV_TRANSFORM.mat, Pdist_matrix.pkl|.mat;
-- `h36m_regressor`: J_regressor_h36m.npy (17, V) (SPIN's; its left/right order differs from ours but
-  MPJPE over LSP-14 is unchanged by a consistent relabelling);
+- `h36m_regressor`: J_regressor_h36m.npy (17, V), SPIN's, whose rows list the left leg before the
+  right: reordered to ours on load, so its joints match 3D joints read from the datasets' files;
+- `model_file_male`, `model_file_female` (optional): SMPL_MALE.pkl / SMPL_FEMALE.pkl, for GT meshes of
+  datasets that give a gender (3DPW);
 - `lowpoly`: a low-poly mesh npz in densehmr's layout (keys low_faces, low_face_part, low_face_uv,
   low_full_face, low_full_bary, low_mirror, up_idx, up_w), needed by MeshPose.
 """
@@ -30,6 +32,8 @@ SMPL_FACE_VERTEX_IDS = {"nose": 332, "reye": 6260, "leye": 2800, "rear": 4071, "
 # COCO-17 body keypoints as SMPL joints (shoulders, elbows, wrists, hips, knees, ankles).
 _COCO_FROM_SMPL = {5: 16, 6: 17, 7: 18, 8: 19, 9: 20, 10: 21, 11: 1, 12: 2, 13: 4, 14: 5, 15: 7, 16: 8}
 _COCO_FACE = {0: "nose", 1: "leye", 2: "reye", 3: "lear", 4: "rear"}
+# Our H36M-17 order (right leg first) from SPIN's (left leg first): ours[i] = SPIN's[H36M17_FROM_SPIN_H36M17[i]].
+H36M17_FROM_SPIN_H36M17 = np.array([0, 4, 5, 6, 1, 2, 3, *range(7, 17)], dtype=np.int64)
 SMPL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 
 
@@ -73,12 +77,19 @@ def read_smpl_pickle(path: str | Path) -> dict[str, np.ndarray]:
 
 def load_smpl_body(
     model_file: str, uv_processed: str, uv_symmetry: str, eval_data: str, lowpoly: str,
-    h36m_regressor: str, directory: str | None = None,
+    h36m_regressor: str, directory: str | None = None, model_file_male: str | None = None,
+    model_file_female: str | None = None,
 ) -> Body:
     from densehmr.body.loader import cache_dir
 
     smpl = read_smpl_pickle(model_file)
     model_path = cached_model_file(smpl, cache_dir() / "bodies", "smpl")
+    gendered = {}
+    if model_file_male and model_file_female:
+        gendered["gendered_model_files"] = {
+            key: cached_model_file(read_smpl_pickle(path), cache_dir() / "bodies", f"smpl_{key}")
+            for key, path in (("male", model_file_male), ("female", model_file_female))
+        }
     template = smpl["v_template"].astype(np.float32)
     j_reg = smpl["J_regressor"].astype(np.float32)
     faces, face_part, face_uv = read_uv_processed(uv_processed)
@@ -91,7 +102,7 @@ def load_smpl_body(
         coco[c, SMPL_FACE_VERTEX_IDS[name]] = 1.0
     regressors = {
         "smpl24": torch.as_tensor(j_reg),
-        "h36m17": torch.as_tensor(np.load(h36m_regressor).astype(np.float32)),
+        "h36m17": torch.as_tensor(np.load(h36m_regressor)[H36M17_FROM_SPIN_H36M17].astype(np.float32)),
         "coco17": torch.as_tensor(coco),
     }
     low = np.load(lowpoly)
@@ -123,7 +134,7 @@ def load_smpl_body(
         lowpoly=low_body,
         downsample=[torch.as_tensor(level1), torch.as_tensor(level2)],
         geodesic=read_eval_data(eval_data),
-        extras={"weights": torch.as_tensor(smpl["weights"].astype(np.float32))},
+        extras={"weights": torch.as_tensor(smpl["weights"].astype(np.float32)), **gendered},
     )
 
 

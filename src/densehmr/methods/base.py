@@ -12,6 +12,7 @@ The base does the rest: weighting and logging each term, optimizers, shared metr
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from densehmr.body import Body, load_body
 from densehmr.fault import check_loss
 from densehmr.metrics import DensePoseAP, KeypointAP, MaskIoU, MeshError
 from densehmr.optim import build_optimization
+
+log = logging.getLogger(__name__)
 
 # Metrics whose compute() is one number, and the name DESIGN gives it.
 _SCALAR_METRIC_NAMES = {"mask": "iou"}
@@ -66,8 +69,12 @@ class BaseMethod(pl.LightningModule, ABC):
         self.log_images_every_n_steps = log_images_every_n_steps
         self.densepose_kappa = densepose_kappa
         self._metrics: torch.nn.ModuleDict | None = None
-        # The GT body model lives outside module registration so checkpoints never depend on it.
-        self._gt_body: list = []
+        self._gt_body: dict = {}
+        # Per active loss term: whether any batch of this epoch supervised it (a term without a supervised
+        # sample is exactly zero); the terms already warned about.
+        self._supervised: dict[str, Tensor] = {}
+        self._unsupervised_warned: set[str] = set()
+        self._neutral_said = False
 
     # ----------------------------------------------------------------- to implement
     @abstractmethod
@@ -112,10 +119,27 @@ class BaseMethod(pl.LightningModule, ABC):
         bs = batch["image"].shape[0]
         for k, v in weighted.items():
             self.log(f"train/loss_{k}", v, batch_size=bs)
+            seen = v.detach() != 0
+            self._supervised[k] = self._supervised[k] | seen if k in self._supervised else seen
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         if self.log_images_every_n_steps and self.global_step % self.log_images_every_n_steps == 0:
             self.log_pictures(out, batch, "train")
         return total
+
+    def on_train_epoch_end(self) -> None:
+        """One warning per configured loss term that no sample of a whole epoch supervised."""
+        names = sorted(self._supervised)
+        if names:
+            seen = self.all_gather(torch.stack([self._supervised[k] for k in names])).reshape(-1, len(names))
+            missing = [k for k, s in zip(names, seen.any(0).tolist(), strict=True) if not s]
+            for name in set(missing) - self._unsupervised_warned:
+                if self.global_rank == 0:
+                    log.warning(
+                        "%s: loss term '%s' (weight %g) had no supervised sample in epoch %d: the data carries "
+                        "none of what it needs", self.name, name, self.loss_weights[name], self.current_epoch,
+                    )
+                self._unsupervised_warned.add(name)
+        self._supervised = {}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -179,6 +203,11 @@ class BaseMethod(pl.LightningModule, ABC):
         if pred.verts is not None and batch["has_smpl"].any():
             keep = batch["has_smpl"]
             m["mesh"].update(pred.verts[keep], batch["verts"][keep])
+        if pred.verts is not None and "has_kp3d" in batch:
+            # Motion-capture joints without a body (Human3.6M protocol 2, MPI-INF-3DHP): errors from them.
+            keep = batch["has_kp3d"] & ~batch["has_smpl"]
+            if keep.any():
+                m["mesh"].update(pred_verts=pred.verts[keep], gt_joints=batch["kp3d"][keep][..., :3])
 
     def log_metrics(self, stage: str) -> dict[str, float]:
         """Compute, log under DESIGN's keys, reset. Returns the flat dict."""
@@ -203,19 +232,38 @@ class BaseMethod(pl.LightningModule, ABC):
 
     # ----------------------------------------------------------------- ground truth on device
     def complete_batch(self, batch: dict) -> None:
-        """Add `verts` (B,V,3) camera-frame GT vertices from the SMPL-format parameters, on device."""
+        """Add `verts` (B,V,3) camera-frame GT vertices from the SMPL-format parameters, on device: from
+        the body's gendered models (`extras["gendered_model_files"]`: {"male": path, "female": path}) for
+        samples with a gender (`gender` 1 male, 2 female) when it has them, else from its neutral model."""
         if "verts" in batch or "betas" not in batch:
             return
-        if not self._gt_body or self._gt_body[0].v_template.device != self.device:
+        verts = self._gt_vertices(self.body.model_file, batch)
+        gender = batch.get("gender")
+        files = self.body.extras.get("gendered_model_files")
+        if gender is not None and files:
+            for code, key in ((1, "male"), (2, "female")):
+                pick = (gender == code) & batch["has_smpl"]
+                if pick.any():
+                    verts = torch.where(pick[:, None, None], self._gt_vertices(files[key], batch), verts)
+        elif gender is not None and not self._neutral_said and bool((gender[batch["has_smpl"]] > 0).any()):
+            self._neutral_said = True
+            log.warning("GT bodies with a gender are the neutral body's: body '%s' has no gendered models",
+                        self.body.name)
+        batch["verts"] = verts + batch["cam_t"][:, None].float()
+
+    def _gt_vertices(self, model_file, batch: dict) -> Tensor:
+        """(B, V, 3) vertices of the batch's SMPL-format parameters under a body file's model, which is
+        kept on this module's device outside its state (checkpoints never depend on it)."""
+        model = self._gt_body.get(model_file)
+        if model is None or model.v_template.device != self.device:
             from densehmr.body.smpl_layout import make_smplx
 
-            self._gt_body[:] = [make_smplx(self.body.model_file, self.body.vertex_ids).to(self.device)]
+            model = self._gt_body[model_file] = make_smplx(model_file, self.body.vertex_ids).to(self.device)
         with torch.no_grad():
-            out = self._gt_body[0](
+            return model(
                 betas=batch["betas"].float(), body_pose=batch["body_pose"].float(),
                 global_orient=batch["global_orient"].float(),
-            )
-        batch["verts"] = out.vertices + batch["cam_t"][:, None].float()
+            ).vertices
 
     # ----------------------------------------------------------------- optim
     def configure_optimizers(self):
