@@ -15,6 +15,7 @@ the 72 x 96 heatmap of a 288 x 384 crop): x in [-4/3, 4.573] W, y in [-0.75, 3.6
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from densehmr.geometry.argsoftmax import argsoftmax_1d
@@ -37,8 +38,10 @@ class BinRegressor(nn.Module):
         self.per_vertex = nn.Conv1d(hidden, num_vertices, 1)
 
     def forward(self, pooled: Tensor) -> Tensor:
-        x = self.expand(pooled[:, :, None]).view(-1, self.hidden, self.bins)
-        return self.per_vertex(x)
+        conv, norm, relu = self.expand
+        # The length-1 Conv1d as the matrix product it is: torch's convolution path was 10x slower here.
+        x = relu(norm(F.linear(pooled, conv.weight[..., 0], conv.bias)))
+        return self.per_vertex(x.view(-1, self.hidden, self.bins))
 
 
 class LiftingHead(nn.Module):
