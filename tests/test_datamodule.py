@@ -265,7 +265,7 @@ def test_skip_counts_are_logged_at_epoch_end(toy_body, fixture_root, tmp_path, c
     assert trainer.callback_metrics["data/skipped_train"] > 0
 
 
-@pytest.mark.parametrize("name", ["synthetic", "densepose_coco", "threedpw", "h36m", "mixed"])
+@pytest.mark.parametrize("name", ["synthetic", "densepose_coco", "threedpw", "h36m", "mpi_inf_3dhp", "coco", "mixed"])
 def test_data_configs_instantiate(name, toy_body, fixture_root):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         cfg = compose(config_name="data/" + name)
@@ -278,6 +278,10 @@ def test_data_configs_instantiate(name, toy_body, fixture_root):
         assert [s.ratio for s in datamodule.specs["train"]] == [0.3, 0.5, 0.2] and len(datamodule.specs["val"]) == 2
     if name == "threedpw":
         assert datamodule.specs["val"][0].box_padding == 1.2 and datamodule.specs["val"][0].densepose_json is None
+    if name == "h36m":  # one root to set; imgname already starts with images/
+        moved = make(body=toy_body, root="/data/h36m")
+        assert moved.specs["val"][0].path(moved.specs["val"][0].image_root) == Path("/data/h36m")
+        assert moved.specs["train"][0].path("h36m_train.npz") == Path("/data/h36m/h36m_train.npz")
     if name == "synthetic":
         assert datamodule.specs["test"] == datamodule.specs["val"]
         assert datamodule.specs["train"][0].path("images") == Path("data/synthetic/train/images")

@@ -68,7 +68,7 @@ class SpinNpz:
     keypoints: (N, 17, 3) COCO-17 px + visibility.  joints3d: (N, 17, 4) H36M-17 metres + confidence,
     camera frame where has_cam, else as the file gives it.  cam_K: (N, 3, 3), cam_t: (N, 3), has_cam: (N,)
     (cam_t of rows with SMPL parameters but no file camera is left to `camera_fit.BodyCameraFit`).
-    gender: (N,) int8 GENDERS codes.  camera_from_file: whether the file gave the cameras.
+    gender: (N,) int8 GENDERS codes.  has_smpl: (N,) bool.  camera_from_file: whether the file gave the cameras.
     """
 
     def __init__(self, path: str | Path, log: BadSampleLog) -> None:
@@ -78,6 +78,7 @@ class SpinNpz:
         id_field = next((f for f in ID_FIELDS if f in self.arrays), None)
         self.ann_ids = self.arrays[id_field].astype(np.int64) if id_field else None
         self.gender = self._genders()
+        self.has_smpl = self._smpl_rows()
         self.valid = self._validate_rows(log)
         n = self.num_rows
         part = self.arrays.get("part", np.zeros((n, len(SPIN24_NAMES), 3)))
@@ -134,7 +135,7 @@ class SpinNpz:
 
     def _validate_rows(self, log: BadSampleLog) -> np.ndarray:
         a, n = self.arrays, self.num_rows
-        has_smpl = self.has_smpl_mask()
+        has_smpl = self.has_smpl
         checks: list[tuple[str, str, np.ndarray]] = [
             ("center", "not finite", ~np.isfinite(a["center"]).all(1)),
             ("scale", "not positive", ~(np.isfinite(a["scale"]) & (a["scale"] > 0))),
@@ -187,7 +188,7 @@ class SpinNpz:
             self.cam_t = np.zeros((n, 3))
             self.has_cam = np.zeros(n, dtype=bool)
             if "part" in a and "S" in a:
-                rows = np.flatnonzero(self.valid & ~self.has_smpl_mask())
+                rows = np.flatnonzero(self.valid & ~self.has_smpl)
                 weight = (s24[rows, :, 3] > 0) & (a["part"][rows, :, 2] > 0)
                 t, ok = fit_translation(s24[rows, :, :3], a["part"][rows, :, :2], weight, self.cam_K[rows])
                 self.cam_t[rows[ok]] = t[ok]
@@ -196,7 +197,7 @@ class SpinNpz:
                 s24[rows[ok], :, :3] += t[ok, None]
         self.joints3d = s24[:, H36M17_FROM_SPIN24].astype(np.float32)
 
-    def has_smpl_mask(self) -> np.ndarray:
+    def _smpl_rows(self) -> np.ndarray:
         """(N,) bool rows with SMPL-format parameters."""
         a = self.arrays
         if "pose" not in a or "shape" not in a:
@@ -217,7 +218,7 @@ class SpinNpz:
     def target(self, row: int) -> BodyTarget:
         """The row's parameters, joints, camera and gender (None for what the file lacks)."""
         a = self.arrays
-        has_smpl = bool(self.has_smpl_mask()[row])
+        has_smpl = bool(self.has_smpl[row])
         joints = self.joints3d[row] if (self.joints3d[row, :, 3] > 0).any() else None
         has_t = bool(self.has_cam[row])
         return BodyTarget(
