@@ -12,7 +12,7 @@ WORKERS ?= 2
 # torch's OpenMP threads spin while waiting; on shared 2-core machines that costs 3-40x (see results/bench.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup test test-fast lint body data train pretrain eval demo export compare ablation sweep report
+.PHONY: help setup test test-fast lint body data train pretrain eval demo export compare ablation sweep report gpu-check
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -88,6 +88,9 @@ DEMO_OUT ?= outputs/demo
 demo: setup ## run METHOD on the people in IMAGE (a file or a folder) [CKPT=<.ckpt>] [BOXES=<COCO detections .json> | DETECTOR=hog|whole|<.onnx> | BOX="x,y,w,h"] [SCORE=<min score>]: overlays and vertices -> $(DEMO_OUT)/
 	@test -n "$(IMAGE)" || { echo "error: make demo needs IMAGE=<image file or folder>"; exit 2; }
 	$(PYTHON) -m densehmr.demo "$(IMAGE)" $(if $(filter command line environment,$(origin METHOD)),--method $(METHOD),) $(if $(CKPT),--ckpt "$(CKPT)",) $(if $(BOX),--box "$(BOX)",) $(if $(BOXES),--boxes "$(BOXES)",) $(if $(DETECTOR),--detector "$(DETECTOR)",) $(if $(SCORE),--score-threshold $(SCORE),) --out "$(DEMO_OUT)"
+
+gpu-check: setup ## on a CUDA machine (<= 8 min): paper experiments 50 steps with AMP + DDP, CPU-vs-CUDA forward and renderer, steps/s, memory -> results/gpu_check.md (DRY_RUN=1: all of it on the CPU at tiny sizes)
+	$(PYTHON) -m densehmr.gpu_check $(if $(DRY_RUN),--dry-run,)
 
 export: setup ## ONNX export of METHOD [CKPT=<.ckpt>, default its latest run], checked with onnxruntime -> outputs/export/, results/export.md
 	$(PYTHON) -m densehmr.export --method $(METHOD) $(if $(CKPT),--ckpt "$(CKPT)",)

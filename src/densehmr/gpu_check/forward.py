@@ -1,0 +1,138 @@
+"""Each method's network on the CPU and on the check's device: the same weights and the same batch,
+every output compared.
+
+Tolerances (float32 on both, TF32 off on the GPU): an output passes when max |device - CPU| <=
+FP32_REL_TOL x max |CPU| (or <= FP32_ABS_FLOOR where the output is that small); the two devices sum in
+different orders (cuDNN's algorithms, parallel reductions), which moves float32 results by about 1e-6
+relative per layer, so 1e-3 leaves room for the ~100 layers and the iterative regressors while a
+buffer left on the wrong device, a dtype slip or a wrong index shows as O(1). Integer outputs must agree
+on INT_AGREEMENT of their elements. The mixed-precision forward (fp16 on CUDA, bf16 on the CPU) is
+reported against the float32 CPU one, not judged.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from densehmr.gpu_check.settings import CheckSettings
+
+FP32_REL_TOL = 1e-3
+FP32_ABS_FLOOR = 1e-5
+INT_AGREEMENT = 0.999
+
+
+def flatten(out, prefix: str = "") -> dict[str, Tensor]:
+    """name -> tensor of a method's (nested dict / list) outputs, e.g. `steps.2.verts`."""
+    if isinstance(out, Tensor):
+        return {prefix: out}
+    items = out.items() if isinstance(out, dict) else enumerate(out) if isinstance(out, list | tuple) else []
+    flat: dict[str, Tensor] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    """One output: max |device - CPU|, that over max |CPU| (float outputs) or the fraction of equal
+    elements (integer outputs), and the mixed-precision forward's relative distance."""
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    rel: float
+    passed: bool
+    amp_rel: float = math.nan
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    method: str
+    outputs: list[OutputDiff] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and all(o.passed for o in self.outputs)
+
+    def worst(self) -> OutputDiff | None:
+        floats = [o for o in self.outputs if not math.isnan(o.rel)]
+        return max(floats, key=lambda o: o.rel) if floats else None
+
+
+def compare(name: str, ref: Tensor, got: Tensor, amp: Tensor | None) -> OutputDiff:
+    """The device output `got` against the CPU's `ref` (see the module's doc for the tolerances)."""
+    got = got.detach().cpu()
+    ref = ref.detach().cpu()
+    if not ref.is_floating_point():
+        same = float((got == ref).float().mean()) if ref.numel() else 1.0
+        return OutputDiff(name, tuple(ref.shape), math.nan, math.nan, same >= INT_AGREEMENT)
+    ref, got = ref.double(), got.double()
+    scale = float(ref.abs().max()) if ref.numel() else 0.0
+    max_abs = float((got - ref).abs().max()) if ref.numel() else 0.0
+    rel = max_abs / scale if scale > 0 else 0.0 if max_abs == 0 else math.inf
+    passed = max_abs <= max(FP32_REL_TOL * scale, FP32_ABS_FLOOR)
+    amp_rel = math.nan
+    if amp is not None and scale > 0:
+        amp_rel = float((amp.detach().cpu().double() - ref).abs().max()) / scale
+    return OutputDiff(name, tuple(ref.shape), max_abs, rel, passed, amp_rel)
+
+
+@contextmanager
+def strict_float32() -> Iterator[None]:
+    """TF32 off for the comparison (it rounds matmul and convolution inputs to 10 mantissa bits)."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def check_batch(cfg, settings: CheckSettings) -> dict:
+    """The first validation batch of the check's data, as training feeds it."""
+    from densehmr.runs import build_datamodule
+
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("validate")
+    loader = datamodule.val_dataloader()
+    loader = loader[0] if isinstance(loader, list) else loader
+    return next(iter(loader))
+
+
+def compare_method(method: str, cfg, settings: CheckSettings) -> ForwardResult:
+    """`method` (built from cfg with seed 0) on the CPU and on settings.device; never raises."""
+    from densehmr.runs import build_method
+
+    try:
+        torch.manual_seed(0)
+        model = build_method(cfg).eval()
+        batch = check_batch(cfg, settings)
+        image = model.network_input(batch).float()
+        device = torch.device(settings.device)
+        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        with torch.no_grad():
+            ref = flatten(model(image))
+            model.to(device)
+            with strict_float32():
+                got = flatten(model(image.to(device)))
+            with torch.autocast(device.type, dtype=amp_dtype):
+                amp = flatten(model(image.to(device)))
+        outputs = [compare(name, ref[name], got[name], amp.get(name)) for name in ref]
+        missing = sorted(set(ref) ^ set(got))
+        error = f"outputs differ between devices: {missing}" if missing else ""
+        return ForwardResult(method, outputs, error)
+    except Exception as exc:  # a failure is a finding of the check, reported with the others
+        return ForwardResult(method, error=traceback.format_exception_only(type(exc), exc)[-1].strip().splitlines()[0])
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

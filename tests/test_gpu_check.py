@@ -1,0 +1,105 @@
+"""`make gpu-check`: its comparisons against hand-solved cases, its timing, its report, the one line
+without CUDA, and the whole check run on the CPU at tiny sizes (`--dry-run`)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from densehmr import gpu_check
+from densehmr.gpu_check import training
+from densehmr.gpu_check.__main__ import main
+from densehmr.gpu_check.forward import FP32_REL_TOL, ForwardResult, compare, flatten
+from densehmr.gpu_check.renderer import RenderCheck, RenderResult
+from densehmr.gpu_check.report import write_report
+from densehmr.gpu_check.settings import dry_run
+from densehmr.gpu_check.training import StepTimer, TrainResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_without_cuda_it_says_so_in_one_line_and_exits_0(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and len(out.out.splitlines()) == 1 and "no CUDA device" in out.out
+
+
+def test_flatten_names_nested_outputs():
+    a, b, c = torch.zeros(1), torch.ones(2), torch.full((3,), 2.0)
+    flat = flatten({"verts": a, "steps": [{"cam": b}, {"cam": c}], "none": None})
+    assert list(flat) == ["verts", "steps.0.cam", "steps.1.cam"] and flat["steps.1.cam"] is c
+
+
+def test_forward_tolerance_is_relative_to_the_output_scale():
+    ref = torch.tensor([[1.0, -2.0], [0.5, 0.0]], dtype=torch.float64)
+    inside = compare("x", ref, ref + torch.tensor([[0.0, 1.9e-3], [0.0, 0.0]], dtype=torch.float64), None)
+    assert math.isclose(inside.max_abs, 1.9e-3, rel_tol=1e-5) and inside.passed  # 1.9e-3 <= 1e-3 x 2
+    outside = compare("x", ref, ref + torch.tensor([[0.0, 0.0], [2.1e-3, 0.0]], dtype=torch.float64), None)
+    assert math.isclose(outside.rel, 2.1e-3 / 2.0, rel_tol=1e-4) and not outside.passed
+    tiny = compare("x", torch.zeros(3), torch.full((3,), 5e-6), torch.zeros(3))
+    assert tiny.passed and math.isnan(tiny.amp_rel)  # under the absolute floor
+    amp = compare("x", ref, ref, ref + 0.1)
+    assert math.isclose(amp.amp_rel, 0.1 / 2.0, rel_tol=1e-6) and amp.passed
+    ints = compare("part", torch.arange(2000), torch.arange(2000).index_fill(0, torch.tensor([5]), 0), None)
+    assert ints.passed and math.isnan(ints.rel)  # 1 of 2000 differs: 99.95% agree
+    assert not compare("part", torch.arange(10), torch.zeros(10, dtype=torch.long), None).passed
+    assert FP32_REL_TOL == 1e-3
+
+
+def test_step_timer_rates_steps_after_the_warm_up(tmp_path, monkeypatch):
+    clock = iter([0.0, 1.0, 1.5, 2.0, 2.5, 3.0])
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    timer = StepTimer(str(tmp_path / "t.json"), skip=1)
+    module = SimpleNamespace(device=torch.device("cpu"))
+    timer.on_train_start(None, module)  # t = 0
+    for loss in (3.0, 2.0, 1.5, 1.0, 0.5):  # steps end at 1, 1.5, 2, 2.5, 3 s
+        timer.on_train_batch_end(None, module, {"loss": torch.tensor(loss)}, None, 0)
+    timer.on_train_end(None, module)
+    timing = __import__("json").loads((tmp_path / "t.json").read_text())
+    assert timing["steps"] == 5 and timing["timed_steps"] == 4
+    assert timing["steps_per_s"] == pytest.approx(3 / 1.5) and timing["final_loss"] == 0.5
+    assert timing["seconds"] == 3.0 and timing["memory"] == "process peak RSS"
+
+
+def test_report_states_every_failure(tmp_path):
+    settings = dry_run()
+    trains = [TrainResult("meshpose", "ok", steps=2, steps_per_s=1.5, batch_size=2, image_size=(64, 64),
+                          backbone="hrnet_w32", final_loss=0.5, peak_memory_mb=100.0, seconds=3.0),
+              TrainResult("pymaf", "failed", error="RuntimeError: boom")]
+    forward = [ForwardResult("meshpose", [compare("verts", torch.ones(3), torch.ones(3) * 1.5, None)])]
+    render = RenderResult([RenderCheck("face id agreement", 0.99, ">= 0.999", False)], {"rasterize": {"cpu": 1.0}})
+    text = write_report(tmp_path / "r.md", settings, {"device": "CPU"}, trains, forward, render, 30.0).read_text()
+    assert "Verdict: **FAIL**" in text and "DRY RUN" in text
+    assert "| meshpose | hrnet_w32 | 64×64 | 2 | 2 | 1.50 | 3.0 |" in text
+    assert "FAILED: RuntimeError: boom" in text
+    assert "| meshpose | 1 | verts | verts | 5.0e-01 | 5.0e-01 | — | FAIL |" in text
+    assert "| face id agreement | 0.99 | >= 0.999 | FAIL |" in text
+
+
+@pytest.mark.slow
+def test_dry_run_runs_every_check_on_the_cpu(tmp_path):
+    """What `make gpu-check DRY_RUN=1` runs: every method's paper experiment trained (DDP, bf16 mixed
+    precision), compared CPU against CPU (so exactly equal) and the renderer, all passing."""
+    report = tmp_path / "gpu_check.md"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    done = subprocess.run(
+        [sys.executable, "-m", gpu_check.__name__, "--dry-run", "--out", str(report), "--work", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    text = report.read_text()
+    assert "Verdict: **pass**" in text and "DRY RUN" in text
+    for method in ("meshpose", "pymaf", "dct", "densereg"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {method} | ") and "64×64" in line)
+        assert row.endswith("| ok |") and "| 2 | 2 |" in row  # batch 2, 2 steps
+        forward = [line for line in text.splitlines() if line.startswith(f"| {method} | ") and "pass" in line]
+        assert forward and "| 0.0e+00 | 0.0e+00 |" in forward[0]  # the same device computes the same numbers
+    assert text.count("| pass |") >= 4 + 6
