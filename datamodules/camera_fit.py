@@ -69,7 +69,8 @@ def fit_translation(
 class BodyCameraFit:
     """Fits the translation of a body given by SMPL-format parameters to its COCO-17 keypoints.
 
-    The body's COCO-17 joints come from its vertex regressor, as the methods' own 2D joints do.
+    The body's COCO-17 joints come from its vertex regressor, as the methods' own 2D joints do; its H36M
+    pelvis places 3D joints given relative to the pelvis.
     """
 
     def __init__(self, body: Body) -> None:
@@ -77,23 +78,26 @@ class BodyCameraFit:
 
         self.model = make_smplx(body.model_file, body.vertex_ids)
         self.coco17 = body.regressors["coco17"].double()
+        self.pelvis = body.regressors["h36m17"][0].double()
 
-    def joints(self, pose: np.ndarray, betas: np.ndarray) -> np.ndarray:
-        """(17, 3) float64 COCO-17 joints, metres, of the body (pose (72,), betas (10,)) at the origin."""
+    def joints(self, pose: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """COCO-17 joints (17, 3) and the H36M pelvis (3,), float64 metres, of the body (pose (72,),
+        betas (10,)) at the origin."""
         with torch.no_grad():
             out = self.model(
                 betas=torch.as_tensor(betas, dtype=torch.float32)[None, :10],
                 body_pose=torch.as_tensor(pose[3:], dtype=torch.float32)[None],
                 global_orient=torch.as_tensor(pose[:3], dtype=torch.float32)[None],
             )
-        return (self.coco17 @ out.vertices[0].double()).numpy()
+        verts = out.vertices[0].double()
+        return (self.coco17 @ verts).numpy(), (self.pelvis @ verts).numpy()
 
     def __call__(
         self, pose: np.ndarray, betas: np.ndarray, keypoints: np.ndarray, cam_k: np.ndarray
-    ) -> np.ndarray | None:
-        """(3,) translation metres putting the body onto keypoints (17, 3) image px + visibility under
-        cam_k (3, 3), or None where too few keypoints are visible."""
-        t, ok = fit_translation(
-            self.joints(pose, betas)[None], keypoints[None, :, :2], (keypoints[None, :, 2] > 0), cam_k[None]
-        )
-        return t[0] if ok[0] else None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The translation (3,) metres putting the body onto keypoints (17, 3) image px + visibility under
+        cam_k (3, 3), and where that puts its H36M pelvis (3,) (camera frame); None where too few
+        keypoints are visible."""
+        coco17, pelvis = self.joints(pose, betas)
+        t, ok = fit_translation(coco17[None], keypoints[None, :, :2], (keypoints[None, :, 2] > 0), cam_k[None])
+        return (t[0], pelvis + t[0]) if ok[0] else None

@@ -311,7 +311,8 @@ class DenseHMRDataset(Dataset):
 
     def _with_camera(self, raw: RawSample) -> BodyTarget | None:
         """The person's 3D target, its body's translation fitted to the keypoints where the file gave
-        SMPL parameters and a camera's intrinsics but no translation."""
+        SMPL parameters and a camera's intrinsics but no translation (3D joints still relative to the
+        pelvis then go to the body's pelvis)."""
         target = raw.body
         if target is None or target.pose is None or target.cam_t is not None or target.cam_K is None:
             return target
@@ -319,8 +320,15 @@ class DenseHMRDataset(Dataset):
             return target
         if self.camera_fit is None:
             self.camera_fit = BodyCameraFit(self.body)
-        cam_t = self.camera_fit(target.pose, target.betas, raw.keypoints, target.cam_K)
-        return target if cam_t is None else replace(target, cam_t=cam_t)
+        fit = self.camera_fit(target.pose, target.betas, raw.keypoints, target.cam_K)
+        if fit is None:
+            return target
+        cam_t, pelvis = fit
+        joints = target.joints3d
+        if joints is not None and not target.joints3d_in_camera:
+            joints = joints.copy()
+            joints[:, :3] += (pelvis - joints[0, :3]).astype(np.float32)
+        return replace(target, cam_t=cam_t, joints3d=joints, joints3d_in_camera=True)
 
 
 def _check_box_on_image(raw: RawSample, image_hw: tuple[int, int]) -> None:

@@ -23,6 +23,7 @@ from real_layouts import (
     SPIN_H36M_SLOTS,
     densepose_json,
     densepose_person,
+    h36m_s24,
     intrinsics,
     keypoints_of,
     people,
@@ -42,6 +43,7 @@ from datamodules.dataset import DenseHMRDataset, default_face_mappers
 from datamodules.errors import BadSampleLog, DataError
 from datamodules.readers import DensePoseCocoReader, SpinNpz, SpinNpzReader
 from datamodules.readers.joints import COCO17_FROM_SPIN24, H36M17_FROM_SPIN24, SPIN24_NAMES
+from datamodules.transforms import AugmentParams
 from densehmr.body.assets import H36M_TO_LSP14
 from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.metrics import MeshError
@@ -308,6 +310,27 @@ def test_eft_annot_ids_join_by_id_and_check_the_image(tmp_path, persons):
     assert by_id[503] is None and by_id[504] is None
     report = reader.join_report
     assert (report.key, report.joined, report.image_conflicts, report.rows_unjoined) == ("annotation id", 2, 1, 1)
+
+
+def test_pelvis_relative_s_of_a_fitted_body_goes_to_its_pelvis(tmp_path, body, persons, mappers):
+    """A row with SMPL parameters and S but no 2D keypoints of its own (joined to DensePose persons that
+    have them): the body's translation is fitted to the person's keypoints and S placed at its pelvis."""
+    path, boxes, kps, images = _coco_scene(tmp_path, persons)
+    name = f"train2014/{images[0]['file_name']}"
+    npz = write_coco_npz(tmp_path / "mosh.npz", [name], [boxes[0]], [kps[0]], fits=[persons[0]], annot_ids=[501])
+    arrays = dict(np.load(npz))
+    del arrays["part"]
+    arrays["S"] = h36m_s24(persons[0])[None]
+    np.savez(npz, **arrays)
+    log = BadSampleLog("raise")
+    reader = DensePoseCocoReader(path, tmp_path / "train2014", log, smpl=SpinNpz(npz, log), box_padding=1.2)
+    k = intrinsics(spin_focal(1.2 * boxes[0][2] / 200), np.array(boxes[0][:2]) + boxes[0][2] / 2)
+    np.testing.assert_allclose(reader.raw(0).body.cam_K, k)
+    # The DensePose keypoints of this person, as that camera sees it.
+    raw = replace(reader.raw(0), keypoints=keypoints_of(k, persons[0]).astype(np.float32))
+    sample = _dataset(reader, body, mappers).build(raw, np.zeros((*IMAGE_HW, 3), np.uint8), AugmentParams())
+    assert bool(sample["has_cam"]) and bool(sample["has_kp3d"])
+    np.testing.assert_allclose(sample["kp3d"][:, :3].numpy(), persons[0].h36m17, atol=1e-3)
 
 
 # --------------------------------------------------------------------------------------- COCO quirks

@@ -143,6 +143,10 @@ def fake_body(directory: Path) -> Body:
             "coco17": torch.tensor(
                 regressor[[15] * 5 + [16, 17, 18, 19, 20, 21, 1, 2, 4, 5, 7, 8]], dtype=torch.float32
             ),
+            # H36M-17 on SMPL joints: pelvis, right leg, left leg, spine, neck, head x 2, left arm, right arm.
+            "h36m17": torch.tensor(
+                regressor[[0, 2, 5, 8, 1, 4, 7, 3, 12, 15, 15, 16, 18, 20, 17, 19, 21]], dtype=torch.float32
+            ),
         },
         mirror=torch.from_numpy(mirror),
         uv_symmetry=torch.from_numpy(table),

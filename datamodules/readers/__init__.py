@@ -34,8 +34,8 @@ class BodyTarget:
     """SMPL-format parameters, 3D joints and camera of one person (SPIN/PyMAF npz row).
 
     pose: (72,) axis-angle, global orient first, camera frame, or None.  betas: (10,) or None.
-    joints3d: (17, 4) H36M-17 metres + confidence, or None; camera frame when cam_t is given, else
-    relative to the pelvis as the file gives it.
+    joints3d: (17, 4) H36M-17 metres + confidence, or None; in the camera frame if joints3d_in_camera,
+    else relative to the pelvis as the file gives it.
     cam_K: (3, 3) image-px intrinsics, or None.  cam_t: (3,) metres, or None: the body's translation
     (camera frame = body + cam_t), or the joints' for rows without SMPL parameters.
     gender: of the GT body, 0 neutral / unknown, 1 male, 2 female (`spin_npz.GENDERS`).
@@ -47,6 +47,7 @@ class BodyTarget:
     cam_K: np.ndarray | None
     cam_t: np.ndarray | None
     gender: int = 0
+    joints3d_in_camera: bool = True
 
 
 @dataclass(frozen=True)

@@ -66,9 +66,10 @@ class SpinNpz:
 
     valid: (N,) bool rows that passed validation.  ann_ids: (N,) int64 annotation ids, or None.
     keypoints: (N, 17, 3) COCO-17 px + visibility.  joints3d: (N, 17, 4) H36M-17 metres + confidence,
-    camera frame where has_cam, else as the file gives it.  cam_K: (N, 3, 3), cam_t: (N, 3), has_cam: (N,)
-    (cam_t of rows with SMPL parameters but no file camera is left to `camera_fit.BodyCameraFit`).
-    gender: (N,) int8 GENDERS codes.  has_smpl: (N,) bool.  camera_from_file: whether the file gave the cameras.
+    in the camera frame where joints_placed (N,), else relative to the pelvis as the file gives it.
+    cam_K: (N, 3, 3), cam_t: (N, 3), has_cam: (N,) (cam_t of rows with SMPL parameters but no file
+    camera is left to `camera_fit.BodyCameraFit`).  gender: (N,) int8 GENDERS codes.  has_smpl: (N,) bool.
+    camera_from_file: whether the file gave the cameras.
     """
 
     def __init__(self, path: str | Path, log: BadSampleLog) -> None:
@@ -176,25 +177,32 @@ class SpinNpz:
         return valid
 
     def _place_cameras(self) -> None:
-        """Cameras and camera-frame 3D joints: the file's, or SPIN's camera with S fitted to `part`."""
+        """Cameras and camera-frame 3D joints: the file's, or SPIN's camera with S placed by a fit to
+        `part`; that translation is the row's camera translation only where the row has no SMPL
+        parameters (a body's own is fitted to the keypoints by `camera_fit.BodyCameraFit`)."""
         a, n = self.arrays, self.num_rows
         s24 = a.get("S", np.zeros((n, len(SPIN24_NAMES), 4)))
         if self.camera_from_file:
             self.cam_K = a["cam_K"].astype(np.float64)
             self.cam_t = a["cam_t"].astype(np.float64)
             self.has_cam = self.valid.copy()
+            self.joints_placed = self.valid.copy()
         else:
             self.cam_K = a["cam_K"].astype(np.float64) if "cam_K" in a else spin_camera(a["center"], a["scale"])
             self.cam_t = np.zeros((n, 3))
             self.has_cam = np.zeros(n, dtype=bool)
+            self.joints_placed = np.zeros(n, dtype=bool)
             if "part" in a and "S" in a:
-                rows = np.flatnonzero(self.valid & ~self.has_smpl)
+                rows = np.flatnonzero(self.valid & (s24[..., 3] > 0).any(1))
                 weight = (s24[rows, :, 3] > 0) & (a["part"][rows, :, 2] > 0)
                 t, ok = fit_translation(s24[rows, :, :3], a["part"][rows, :, :2], weight, self.cam_K[rows])
-                self.cam_t[rows[ok]] = t[ok]
-                self.has_cam[rows[ok]] = True
+                placed = rows[ok]
+                self.joints_placed[placed] = True
                 s24 = s24.copy()
-                s24[rows[ok], :, :3] += t[ok, None]
+                s24[placed, :, :3] += t[ok, None]
+                alone = ~self.has_smpl[placed]
+                self.cam_t[placed[alone]] = t[ok][alone]
+                self.has_cam[placed[alone]] = True
         self.joints3d = s24[:, H36M17_FROM_SPIN24].astype(np.float32)
 
     def _smpl_rows(self) -> np.ndarray:
@@ -228,6 +236,7 @@ class SpinNpz:
             cam_K=self.cam_K[row].copy(),
             cam_t=self.cam_t[row].copy() if has_t else None,
             gender=int(self.gender[row]),
+            joints3d_in_camera=bool(self.joints_placed[row]),
         )
 
 
