@@ -73,6 +73,29 @@ def test_write_eval_data_layout(tmp_path, eval_points):
     assert params["coarse_parts"] == list(COARSE_PARTS)
 
 
+def test_written_dtypes_are_the_ones_densepose_evaluators_index_with(tmp_path, eval_points):
+    """Part ids and the transform are integers (the evaluator computes
+    CoarseParts[Part_ids[closest - 1]], an IndexError with float part ids); the distances come both
+    as Pdist_matrix.mat (DensePose's, MeshPose's evaluators) and Pdist_matrix.pkl (detectron2's)."""
+    part, u, v, dense = eval_points
+    write_eval_data(tmp_path, part.astype(np.float64), u, v, condense(dense), np.zeros(9), np.asarray(COARSE_PARTS))
+    subdiv = scipy.io.loadmat(tmp_path / "SMPL_subdiv.mat")
+    part_ids = np.array(subdiv["Part_ID_subdiv"].squeeze())
+    transform = scipy.io.loadmat(tmp_path / "SMPL_SUBDIV_TRANSFORM.mat")["index"].squeeze()
+    assert np.issubdtype(part_ids.dtype, np.integer) and np.issubdtype(transform.dtype, np.integer)
+    assert subdiv["U_subdiv"].dtype == np.float64
+    closest = np.array([3.0, -1.0, 7.0])  # 1-based closest points as the evaluator holds them (float)
+    coarse = np.asarray(COARSE_PARTS)[part_ids[closest[closest > 0].astype(int) - 1]]
+    np.testing.assert_array_equal(coarse, np.asarray(COARSE_PARTS)[part[[2, 6]]])
+    np.testing.assert_array_equal(transform[closest.astype(int) - 1][[0, 2]], [3, 7])
+    with open(tmp_path / "Pdist_matrix.pkl", "rb") as f:
+        pickled = pickle.load(f, encoding="latin1")["Pdist_matrix"]
+    with h5py.File(tmp_path / "Pdist_matrix.mat", "r") as f:
+        np.testing.assert_array_equal(pickled, f["Pdist_matrix"][()])
+    with pytest.raises(ValueError, match="whole part numbers"):
+        write_eval_data(tmp_path, part + 0.5, u, v, condense(dense), np.zeros(9), np.asarray(COARSE_PARTS))
+
+
 def test_eval_data_round_trip(tmp_path, eval_points):
     part, u, v, dense = eval_points
     kappa = np.linspace(0, 0.4, 9)

@@ -110,6 +110,8 @@ def write_metrics(run_dir: Path, model: pl.LightningModule, metrics: dict[str, f
     metrics_modules = model.metrics() if hasattr(model, "metrics") else {}
     if "mesh" in metrics_modules and any(k.startswith("mesh/") for k in payload):
         payload["mesh/protocol"] = metrics_modules["mesh"].protocol
+    if "densepose" in metrics_modules and any(k.startswith("densepose/") for k in payload):
+        payload["densepose/protocol"] = metrics_modules["densepose"].protocol
     path = run_dir / "metrics.json"
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
     return path

@@ -5,10 +5,12 @@ Formats (DensePose's `UV_data/` and `eval_data/`):
   UV-split vertices, `All_U_norm`, `All_V_norm` (Vs, 1), `All_vertices` (1, Vs) 1-based SMPL vertex.
 - `UV_symmetry_transforms.mat`: `U_transforms`, `V_transforms`, (1, 24) cells of 256 x 256 maps
   indexed [round(V * 255), round(U * 255)].
-- `SMPL_subdiv.mat`: `U_subdiv`, `V_subdiv` (1, N), `Part_ID_subdiv` (1, N) part 1..24.
-- `SMPL_SUBDIV_TRANSFORM.mat`: `index` (1, N), 1-based row of each point in the distance point set.
-- `Pdist_matrix.mat` (MATLAB v7.3, HDF5: dataset `Pdist_matrix` (n(n-1)/2, 1)) or `Pdist_matrix.pkl`
-  (pickle of {"Pdist_matrix": (n(n-1)/2, 1)}): condensed pairwise geodesic distances, metres.
+- `SMPL_subdiv.mat`: `U_subdiv`, `V_subdiv` (1, N) float, `Part_ID_subdiv` (1, N) integer part 1..24
+  (DensePose's evaluator indexes arrays with it, so a float part id stops it with an IndexError).
+- `SMPL_SUBDIV_TRANSFORM.mat`: `index` (1, N) integer, 1-based row of each point in the distance set.
+- `Pdist_matrix.mat` (MATLAB v7.3, HDF5: dataset `Pdist_matrix` (n(n-1)/2, 1); DensePose's and
+  MeshPose's evaluators read it) or `Pdist_matrix.pkl` (pickle of {"Pdist_matrix": (n(n-1)/2, 1)};
+  detectron2's evaluator reads it): condensed pairwise geodesic distances, metres.
 
 Condensed order: DensePose's evaluator (`getDistancesUV`) reads points i > j (0-based) at
 N - 1 - pdist_index(n - 1 - i, n - 1 - j), with N = n(n-1)/2 and pdist_index scipy's row-major
@@ -65,14 +67,18 @@ def write_eval_data(
     mean_geodesic,
     coarse_parts,
 ) -> None:
-    """Write evaluation data in DensePose's layout (identity SMPL_SUBDIV_TRANSFORM) plus eval_params.json.
+    """Write evaluation data in DensePose's layout (identity SMPL_SUBDIV_TRANSFORM, the distances both as
+    .mat and .pkl) plus eval_params.json, with the dtypes DensePose's evaluators run on unchanged.
 
     point_part (N,) 1..24, point_u, point_v (N,), pdist_condensed (N(N-1)/2,) metres in the
     GeodesicEval order, mean_geodesic (9,) metres, coarse_parts (25,).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    part = _numpy(point_part).astype(np.float64).reshape(1, -1)
+    part = _numpy(point_part).reshape(1, -1)
+    if not np.array_equal(part, np.round(part)):
+        raise ValueError("point_part must hold whole part numbers 1..24")
+    part = part.astype(np.int32)
     n = part.shape[1]
     pdist = _numpy(pdist_condensed).astype(np.float32).reshape(-1, 1)
     if len(pdist) != n * (n - 1) // 2:
@@ -83,8 +89,10 @@ def write_eval_data(
         "Part_ID_subdiv": part,
     }
     scipy.io.savemat(out / SUBDIV_FILE, subdiv)
-    scipy.io.savemat(out / TRANSFORM_FILE, {"index": np.arange(1, n + 1, dtype=np.float64).reshape(1, -1)})
+    scipy.io.savemat(out / TRANSFORM_FILE, {"index": np.arange(1, n + 1, dtype=np.int32).reshape(1, -1)})
     _write_mat73(out / PDIST_MAT_FILE, "Pdist_matrix", pdist)
+    with open(out / PDIST_PKL_FILE, "wb") as f:
+        pickle.dump({"Pdist_matrix": pdist}, f, protocol=4)
     params = {
         "mean_geodesic_distances": [float(x) for x in _numpy(mean_geodesic).reshape(-1)],
         "coarse_parts": [int(x) for x in _numpy(coarse_parts).reshape(-1)],

@@ -24,6 +24,7 @@ from torch import Tensor
 from densehmr.body import Body, load_body
 from densehmr.fault import check_loss
 from densehmr.metrics import DensePoseAP, KeypointAP, MaskIoU, MeshError
+from densehmr.metrics.densepose_ap import PROTOCOLS, UNMASKED
 from densehmr.optim import build_optimization
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class BaseMethod(pl.LightningModule, ABC):
 
     name = "base"
     nonfinite_policy = "raise"  # or "skip"; set from trainer_extra.nonfinite (densehmr.fault.NonFinitePolicy)
+    # How `densepose/*` scores the predicted IUV (DensePoseAP's protocol): methods that render a mesh
+    # use MeshPose's "gt_mask"; the option `densepose_protocol` overrides it.
+    default_densepose_protocol = UNMASKED
 
     def __init__(
         self,
@@ -58,6 +62,7 @@ class BaseMethod(pl.LightningModule, ABC):
         image_size: tuple[int, int] = (128, 128),
         log_images_every_n_steps: int = 200,
         densepose_kappa: str = "per_part",
+        densepose_protocol: str | None = None,
     ) -> None:
         super().__init__()
         body_cfg = dict(body or {"name": "open"})
@@ -68,6 +73,9 @@ class BaseMethod(pl.LightningModule, ABC):
         self.image_size = tuple(image_size)
         self.log_images_every_n_steps = log_images_every_n_steps
         self.densepose_kappa = densepose_kappa
+        self.densepose_protocol = densepose_protocol or self.default_densepose_protocol
+        if self.densepose_protocol not in PROTOCOLS:
+            raise ValueError(f"densepose_protocol must be one of {PROTOCOLS}, got {self.densepose_protocol!r}")
         self._metrics: torch.nn.ModuleDict | None = None
         self._gt_body: dict = {}
         # Per active loss term: whether any batch of this epoch supervised it (a term without a supervised
@@ -169,7 +177,7 @@ class BaseMethod(pl.LightningModule, ABC):
             geo = self.body.geodesic
             self._metrics = torch.nn.ModuleDict(
                 {
-                    "densepose": DensePoseAP(geo, kappa=self.densepose_kappa),
+                    "densepose": DensePoseAP(geo, kappa=self.densepose_kappa, protocol=self.densepose_protocol),
                     "keypoints": KeypointAP(),
                     "mesh": MeshError(self.body.regressors["h36m17"]),
                     "mask": MaskIoU(),

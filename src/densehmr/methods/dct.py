@@ -42,6 +42,7 @@ from densehmr.geometry.rotations import axis_angle_to_rotmat
 from densehmr.losses.dense_correspondence import dense_keypoint_l1
 from densehmr.losses.hmr import betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
 from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.metrics.densepose_ap import GT_MASK
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.hmr_regressor import HMRRegressor
 from densehmr.render import (
@@ -68,6 +69,7 @@ class DCT(BaseMethod):
     """DCT on square person crops, with the body given by config (open body or SMPL)."""
 
     name = "dct"
+    default_densepose_protocol = GT_MASK  # its DensePose is its mesh, rendered: MeshPose's protocol
 
     def __init__(
         self,
@@ -88,6 +90,7 @@ class DCT(BaseMethod):
         default_focal: float = 2.0,
         log_images_every_n_steps: int = 200,
         densepose_kappa: str = "per_part",
+        densepose_protocol: str | None = None,
     ) -> None:
         weights = dict(loss_weights or {})
         if "dense" in weights:
@@ -95,7 +98,7 @@ class DCT(BaseMethod):
         super().__init__(
             body=body, loss_weights={**weights, "dense": dense_weight}, optimizer=optimizer,
             scheduler=scheduler, image_size=image_size, log_images_every_n_steps=log_images_every_n_steps,
-            densepose_kappa=densepose_kappa,
+            densepose_kappa=densepose_kappa, densepose_protocol=densepose_protocol,
         )
         if self.image_size[0] != self.image_size[1]:
             raise ValueError(f"DCT's weak perspective needs square crops, got image_size {self.image_size}")

@@ -36,6 +36,7 @@ from densehmr.geometry.argsoftmax import spatial_softmax
 from densehmr.geometry.uv_decoding import MODES, UVDecoder
 from densehmr.losses import meshpose as L
 from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.metrics.densepose_ap import GT_MASK
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.lifting import OFFICIAL_X_RANGE, OFFICIAL_Y_RANGE, OFFICIAL_Z_RANGE, LiftingHead
 from densehmr.nn.heads.vertexpose import MaskHead, StrideFourNeck, VertexPoseHead
@@ -54,6 +55,7 @@ class MeshPose(BaseMethod):
     """MeshPose on the body's low-poly mesh; see the module docstring for spaces and scale."""
 
     name = "meshpose"
+    default_densepose_protocol = GT_MASK  # `densepose/*` scores the rendered mesh: MeshPose's protocol
 
     def __init__(
         self,

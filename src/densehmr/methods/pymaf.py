@@ -35,6 +35,7 @@ from densehmr.losses.hmr import (
 )
 from densehmr.losses.iuv_maps import iuv_map_losses
 from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.metrics.densepose_ap import GT_MASK
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.pymaf_head import PyMAFHead
 from densehmr.render import (
@@ -55,6 +56,7 @@ class PyMAF(BaseMethod):
     """PyMAF on person crops, with the body given by config (open body or SMPL)."""
 
     name = "pymaf"
+    default_densepose_protocol = GT_MASK  # its DensePose is its mesh, rendered: MeshPose's protocol
 
     def __init__(
         self,
@@ -80,11 +82,12 @@ class PyMAF(BaseMethod):
         default_focal: float = 2.0,
         log_images_every_n_steps: int = 200,
         densepose_kappa: str = "per_part",
+        densepose_protocol: str | None = None,
     ) -> None:
         super().__init__(
             body=body, loss_weights=loss_weights, optimizer=optimizer, scheduler=scheduler,
             image_size=image_size, log_images_every_n_steps=log_images_every_n_steps,
-            densepose_kappa=densepose_kappa,
+            densepose_kappa=densepose_kappa, densepose_protocol=densepose_protocol,
         )
         self.save_hyperparameters()
         # Without a weight the IUV head would be trained by nothing (and DDP rejects unused parameters).

@@ -33,6 +33,10 @@ from densehmr.metrics.densepose_gps import (
 from densehmr.metrics.densepose_masks import gt_mask, paste, placed_iou
 
 MODES = ("gps", "gpsm", "iou")
+# Scoring protocols of a predicted IUV on crops: as predicted, or (MeshPose's evaluation of a rendered
+# mesh) kept only inside the GT person mask.
+UNMASKED, GT_MASK = "unmasked", "gt_mask"
+PROTOCOLS = (UNMASKED, GT_MASK)
 # DensePose-COCO point coordinates run over 0..255 of the box.
 _DP_RANGE = 255.0
 
@@ -63,6 +67,10 @@ class DensePoseAP(CocoAPMetric):
               (the original rule, κ = 0.255 m).
     quantize_uv: in update_crops, quantize predicted U, V to uint8 as DensePose's evaluator does with
               a model's raw output (`(uv · 255).byte()`).
+    protocol: in update_crops, "unmasked" scores the IUV as predicted; "gt_mask" (MeshPose's protocol
+              for a rendered mesh) first clears it outside the crop's GT person mask, which then also
+              bounds the mask the GPSm and IoU modes compare (a crop without a GT mask is left as it
+              is). GPS can only drop under it (GT points outside the GT mask lose their prediction).
 
     compute() returns "{mode}_{stat}" for stat in ap, ap50, ap75, apm, apl, ar, ar50, ar75, arm, arl.
 
@@ -78,6 +86,7 @@ class DensePoseAP(CocoAPMetric):
         kappa: Literal["per_part", "fixed"] = "per_part",
         quantize_uv: bool = True,
         max_dets: int = MAX_DETS,
+        protocol: str = UNMASKED,
         **kwargs,
     ) -> None:
         unknown = set(modes) - set(MODES)
@@ -85,9 +94,12 @@ class DensePoseAP(CocoAPMetric):
             raise ValueError(f"modes must be a non-empty subset of {MODES}, got {modes}")
         if kappa not in ("per_part", "fixed"):
             raise ValueError(f"kappa must be 'per_part' or 'fixed', got {kappa!r}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         super().__init__(num_modes=len(modes), max_dets=max_dets, **kwargs)
         self.modes = tuple(modes)
         self.quantize_uv = quantize_uv
+        self.protocol = protocol
         for f in fields(GeodesicEval):
             self.register_buffer(f"_geo_{f.name}", getattr(geodesic, f.name), persistent=False)
         index, uv, start = part_sorted_points(geodesic.point_part, geodesic.point_uv)
@@ -307,6 +319,9 @@ class DensePoseAP(CocoAPMetric):
         """
         b, _, h, w = iuv.shape
         dev = iuv.device
+        if self.protocol == GT_MASK:
+            has_mask = gt_mask.flatten(1).any(1)
+            iuv = iuv * (gt_mask.bool() | ~has_mask[:, None, None])[:, None].to(iuv.dtype)
         part_map = (iuv[:, 0].round() if iuv.is_floating_point() else iuv[:, 0]).long()
         uv_map = iuv[:, 1:].float()
         if self.quantize_uv:  # in float32, then truncated, as DensePose's evaluator does

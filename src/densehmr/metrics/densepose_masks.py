@@ -56,7 +56,7 @@ def _empty(entry) -> bool:
     return entry is None or (isinstance(entry, (list, dict)) and not entry)
 
 
-def _dp_union(entries: Sequence) -> np.ndarray:
+def dp_mask_union(entries: Sequence) -> np.ndarray:
     """Union (256, 256) float64 0/1 of the first 14 dp_masks entries (RLE dicts, decoded arrays, or
     empty entries, which DensePose skips)."""
     entries = [e for e in list(entries)[:NUM_DP_MASKS] if not _empty(e)]
@@ -76,7 +76,7 @@ def gt_mask(ann: Mapping, image_hw: tuple[int, int]) -> PlacedMask:
     if "dp_masks" in ann:
         _, _, w, h = (float(v) for v in ann["bbox"])
         scale = (max(h, 1.0) / DP_MASK_SIZE, max(w, 1.0) / DP_MASK_SIZE)
-        box_mask = zoom(_dp_union(ann["dp_masks"]), scale, order=1, prefilter=False) > 0.5
+        box_mask = zoom(dp_mask_union(ann["dp_masks"]), scale, order=1, prefilter=False) > 0.5
         return paste(torch.from_numpy(box_mask), ann["bbox"], image_hw)
     segm = ann.get("segmentation")
     if isinstance(segm, list) and segm:
