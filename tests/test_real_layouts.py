@@ -39,6 +39,7 @@ from scipy.optimize import least_squares
 
 from datamodules.camera_fit import fit_translation
 from datamodules.collate import collate_samples
+from datamodules.datamodule import DatasetSpec, make_reader
 from datamodules.dataset import DenseHMRDataset, default_face_mappers
 from datamodules.errors import BadSampleLog, DataError
 from datamodules.readers import DensePoseCocoReader, SpinNpz, SpinNpzReader
@@ -295,6 +296,20 @@ def test_npz_without_ids_joins_by_image_name_and_box_never_by_position(tmp_path,
     report = reader.join_report
     assert report.key == "image name + box" and report.joined == 3
     assert report.persons_unjoined == 1 and report.rows_unjoined == 1
+
+
+def test_unjoined_rows_are_reported_when_the_datamodule_reads_them(tmp_path, persons, caplog):
+    path, boxes, kps, images = _coco_scene(tmp_path, persons)
+    name = f"train2014/{images[0]['file_name']}"
+    write_coco_npz(tmp_path / "fits.npz", [name, name], [boxes[0], square_box([10.0, 10.0], 0.2)], kps[:2],
+                   fits=persons[:2])
+    spec = DatasetSpec("dp", root=str(tmp_path), densepose_json=path.name, image_root="train2014",
+                       smpl_npz="fits.npz", box_padding=1.2)
+    with caplog.at_level(logging.INFO, logger="datamodules.datamodule"):
+        make_reader(spec, BadSampleLog("raise"))
+    [record] = [r for r in caplog.records if "joined by" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().endswith("fits.npz joined by image name + box: 1 of 4 persons, 1 of 2 rows unjoined")
 
 
 def test_eft_annot_ids_join_by_id_and_check_the_image(tmp_path, persons):
