@@ -14,14 +14,17 @@ from torch import nn
 from densehmr.bench import BenchSettings, run_bench
 from densehmr.bench.methods import (
     MethodSettings,
+    add_peak_fractions,
     add_ratios,
     available_methods,
     count_params,
     forward_gflops,
+    measure_inference,
     median_ms,
     peak_memory_mb,
     run_isolated,
 )
+from densehmr.bench.papers import PaperFigure, PaperSetting, figure_rate
 from densehmr.bench.report import METHOD_KEYS, REQUIRED_KEYS, render_markdown, write_json
 from densehmr.bench.stages import StageSettings
 from densehmr.bench.targets import Target, evaluate_targets, method_targets, stage_targets
@@ -92,6 +95,51 @@ def test_add_ratios_against_pymaf_at_the_same_backbone():
     assert r50["peak_fraction"] == pytest.approx(1.5 * 2.0 * 30.0 / 120.0)
     assert "throughput_vs_pymaf" not in methods["meshpose"]["mobilenet_v3_large"]  # no PyMAF there
     assert methods["pymaf"]["resnet50"]["throughput_vs_pymaf"] == pytest.approx(1.0)
+
+
+def test_bf16_peak_fraction_is_against_the_bf16_matmul():
+    entry = {"gflops_per_s_max": 60.0, "matmul_gflops": 120.0, "gflops_per_s_bf16_max": 90.0,
+             "matmul_gflops_bf16": 600.0}
+    add_peak_fractions(entry)
+    assert entry["peak_fraction"] == pytest.approx(0.5) and entry["peak_fraction_bf16"] == pytest.approx(0.15)
+    without = {"gflops_per_s_max": 60.0, "matmul_gflops": 120.0}
+    add_peak_fractions(without)
+    assert "peak_fraction_bf16" not in without
+
+
+def test_a_paper_time_becomes_a_rate_and_a_fraction_of_its_gpu_peak():
+    whole = PaperFigure("inference", 30.0, "GPU", 13.4)
+    rate, fraction = figure_rate(whole, 6.0)  # 6 GFLOPs in 30 ms
+    assert rate == pytest.approx(200.0) and fraction == pytest.approx(200.0 / 13_400.0)
+    assert figure_rate(PaperFigure("one step", 6.0, "GPU", 13.4, whole_network=False), 6.0) == (None, None)
+
+
+class _SlowIn(nn.Module):
+    """Sleeps 30 ms per call when its input is in `slow_format` (so that the other format is faster)."""
+
+    def __init__(self, slow_format: torch.memory_format) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.slow_format = slow_format
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_contiguous(memory_format=self.slow_format) and not x.is_contiguous(
+            memory_format=torch.contiguous_format if self.slow_format == torch.channels_last else torch.channels_last
+        ):
+            time.sleep(0.03)
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("slow", ["contiguous", "channels_last"])
+def test_measure_inference_keeps_the_faster_memory_format(slow: str):
+    from densehmr.bench.methods import MEMORY_FORMATS
+
+    settings = MethodSettings(warmup=0, latency_repeats=2, throughput_batch=2, throughput_repeats=2, matmul_size=64)
+    out = measure_inference(_SlowIn(MEMORY_FORMATS[slow]), (4, 4), settings)
+    faster = "channels_last" if slow == "contiguous" else "contiguous"
+    assert out["memory_format"] == faster
+    assert out["throughput_by_format"][faster] > 3 * out["throughput_by_format"][slow]
+    assert out["latency_ms_bs1"] < 30.0 <= out["throughput_batch"] * 1e3 / out["throughput_by_format"][slow]
 
 
 def test_target_bounds_include_equality_and_unmeasured_is_none():
@@ -179,6 +227,8 @@ def test_a_tiny_quick_run_writes_the_schema(tmp_path):
         ),
         stage=StageSettings(repeats=1, soft_batch=2, soft_size=32, generation_size=64),
         cuda=False, batch_images=2, isolate=False,
+        papers=(PaperSetting("pymaf", "paper_pymaf", (PaperFigure("all", 50.0, "GPU", 10.0),)),),
+        paper_batch=1,
     )
     results = run_bench(settings, tmp_path, log=lambda _: None)
     saved = json.loads((tmp_path / "bench.json").read_text())
@@ -192,7 +242,13 @@ def test_a_tiny_quick_run_writes_the_schema(tmp_path):
     assert set(saved["stages"]["soft_silhouette"]) >= {"value", "unit"}
     assert all(set(t) >= {"name", "value", "target", "pass"} for t in saved["targets"])
     assert any("nosuchmethod" in n for n in saved["notes"])
-    assert (tmp_path / "bench.md").read_text().startswith("# Benchmarks")
+    (paper,) = saved["papers"]
+    assert paper["image_size"] == [224, 224] and paper["backbone"] == "resnet50"  # the experiment's own
+    assert paper["throughput_batch"] == 1 and paper["gflops"] > entry["gflops"]
+    text = (tmp_path / "bench.md").read_text()
+    assert text.startswith("# Benchmarks")
+    rate = paper["gflops"] / 0.05
+    assert f"50 ms on GPU (all): {rate:,.0f} GFLOP/s, {rate / 100:.1f}% of its float32 peak" in text
     assert results["device"]["load_end"]
 
 

@@ -21,14 +21,19 @@ import torch
 from densehmr.bench.methods import (
     CUDA_MATMUL_SCALE,
     MethodSettings,
+    add_peak_fractions,
     add_ratios,
     available_methods,
     compose_config,
     matmul_gflops,
     measure_isolated,
     measure_method,
+    measure_paper_setting,
+    native_bf16,
+    run_isolated,
     training_batch,
 )
+from densehmr.bench.papers import PAPER_SETTINGS, PaperSetting
 from densehmr.bench.report import write_report
 from densehmr.bench.stages import STAGE_ORDER, StageSettings, run_stages
 from densehmr.bench.targets import evaluate_targets
@@ -43,7 +48,9 @@ XS_REFERENCE = (("pymaf", "resnet50"),)
 class BenchSettings:
     """One bench run: every method (None: every config under configs/method/, METHOD_ORDER first) with
     every backbone, plus the (method, backbone) pairs in `extra` whose method is measured.
-    isolate: each (method, backbone) in a fresh process (peak memory needs it)."""
+    isolate: each (method, backbone) in a fresh process (peak memory needs it).
+    papers: the papers' own settings, measured for inference only (their crops make a CPU training step
+    minutes long), at throughput batch `paper_batch`."""
 
     quick: bool = False
     methods: tuple[str, ...] | None = None
@@ -55,6 +62,8 @@ class BenchSettings:
     isolate: bool = True
     cuda: bool = field(default_factory=torch.cuda.is_available)
     batch_images: int = 16  # synthetic images generated for the training batch when generation is not run
+    papers: tuple[PaperSetting, ...] = PAPER_SETTINGS
+    paper_batch: int = 8
 
     @classmethod
     def quick_preset(cls, **changes) -> BenchSettings:
@@ -63,6 +72,7 @@ class BenchSettings:
             cls(
                 quick=True,
                 backbones=QUICK_BACKBONES,
+                papers=(),
                 method=MethodSettings(
                     warmup=1, latency_repeats=5, throughput_repeats=2, train_repeats=1, matmul_size=1024
                 ),
@@ -141,6 +151,8 @@ def run_bench(
     methods = [m for m in methods if m in configured]
 
     matmul = {"cpu": matmul_gflops(settings.method.matmul_size, device="cpu")}
+    if native_bf16(torch.device("cpu")):
+        matmul["cpu_bf16"] = matmul_gflops(settings.method.matmul_size, device="cpu", dtype=torch.bfloat16)
     if settings.cuda:
         matmul["cuda"] = matmul_gflops(CUDA_MATMUL_SCALE * settings.method.matmul_size, device="cuda")
     log(f"matmul: {matmul}")
@@ -153,6 +165,7 @@ def run_bench(
         batches = _batches(body, settings, pairs, workdir / "synthetic") if pairs else {}
     results_methods = _measure_methods(pairs, settings, batches, notes, log)
     add_ratios(results_methods)
+    papers = _measure_papers(settings, notes, log)
     device["load_end"] = list(os.getloadavg())
     results = {
         "quick": settings.quick,
@@ -162,6 +175,7 @@ def run_bench(
         "settings": asdict(settings),
         "matmul_gflops": matmul,
         "methods": results_methods,
+        "papers": papers,
         "stages": stages,
         "targets": evaluate_targets(results_methods, stages),
         "notes": notes,
@@ -197,6 +211,32 @@ def _measure_methods(
             f"method {method} / {backbone}: {entry['latency_ms_bs1']:.1f} ms B1, "
             f"{entry['throughput_bs32']:.1f} img/s, train {entry['train_step_ms']:.0f} ms"
         )
+    return out
+
+
+def _measure_papers(settings: BenchSettings, notes: list[str], log: Callable[[str], None]) -> list[dict]:
+    """One entry per settings.papers: method, experiment, the paper's figures and why any are missing,
+    and `measure_paper_setting`'s measurements (with a "cuda" part when settings.cuda)."""
+    out = []
+    base = replace(settings.method, image_size=None, throughput_batch=settings.paper_batch)
+    measure = (lambda *a: run_isolated(measure_paper_setting, *a)) if settings.isolate else measure_paper_setting
+    for paper in settings.papers:
+        log(f"paper setting {paper.method} / {paper.experiment} ...")
+        entry = {"method": paper.method, "experiment": paper.experiment, "missing": paper.missing,
+                 "figures": [asdict(f) for f in paper.figures]}
+        for device in ("cpu", "cuda") if settings.cuda else ("cpu",):
+            try:
+                part = measure(paper.method, paper.experiment, replace(base, device=device))
+            except Exception as err:  # noqa: BLE001
+                notes.append(f"{paper.method}/{paper.experiment} on {device}: failed, {type(err).__name__}: {err}"
+                             .splitlines()[0])
+                continue
+            add_peak_fractions(part)
+            if device == "cpu":
+                entry.update(part)
+            else:
+                entry["cuda"] = part
+        out.append(entry)
     return out
 
 

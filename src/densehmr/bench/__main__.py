@@ -16,6 +16,8 @@ import argparse  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import torch  # noqa: E402
+
 from densehmr.bench import BenchSettings, run_bench  # noqa: E402
 from densehmr.bench.stages import STAGE_ORDER  # noqa: E402
 
@@ -29,7 +31,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--stages", nargs="*", choices=STAGE_ORDER, help="default: all")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="crop size (default: config's)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    parser.add_argument("--no-cuda", action="store_true", help="CPU only even where a GPU is present")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        help="cuda: also on the GPU (an error where there is none); cpu: CPU only; auto: cuda where present",
+    )
     args = parser.parse_args(argv)
 
     settings = BenchSettings.quick_preset() if args.quick else BenchSettings()
@@ -40,8 +45,10 @@ def main(argv: list[str] | None = None) -> dict:
         changes["backbones"] = tuple(args.backbones)
     if args.stages is not None:
         changes["stages"] = tuple(args.stages)
-    if args.no_cuda:
-        changes["cuda"] = False
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
+    if args.device != "auto":
+        changes["cuda"] = args.device == "cuda"
     if args.image_size or args.threads:
         size = tuple(args.image_size) if args.image_size else settings.method.image_size
         changes["method"] = replace(settings.method, image_size=size, threads=args.threads)

@@ -39,6 +39,10 @@ class MethodSettings:
     train_batch: batch of the training step; None keeps the config's `method.batch_size`.
     matmul_size: n of the n x n matmul measured next to the model (its device's practical peak; 4 n on
     CUDA, where a smaller one does not fill the device).
+    memory_formats: those the forwards are timed in, one after the other; the faster (by the median
+    batched forward) gives the entry's latency and throughput.
+    bf16: also time the batched forward under bfloat16 autocast, where the device computes bfloat16
+    natively (CPUs with AVX512-BF16 or AMX, CUDA devices that support it).
     """
 
     device: str = "cpu"
@@ -51,6 +55,11 @@ class MethodSettings:
     image_size: tuple[int, int] | None = None
     train_batch: int | None = None
     matmul_size: int = 2048
+    memory_formats: tuple[str, ...] = ("contiguous", "channels_last")
+    bf16: bool = True
+
+
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def available_methods(config_dir: str | Path) -> list[str]:
@@ -59,13 +68,20 @@ def available_methods(config_dir: str | Path) -> list[str]:
     return [m for m in METHOD_ORDER if m in names] + sorted(names - set(METHOD_ORDER))
 
 
-def compose_config(method: str, backbone: str, image_size: Sequence[int] | None = None) -> DictConfig:
-    """The training config of `method` with `backbone` (no logger)."""
+def compose_config(
+    method: str, backbone: str | None, image_size: Sequence[int] | None = None, experiment: str | None = None
+) -> DictConfig:
+    """The training config of `method` with `backbone` (no logger; None: the default or the experiment's),
+    under configs/experiment/`experiment` when given (image_size overrides its crop)."""
     from hydra import compose, initialize_config_dir
 
     from densehmr.train import CONFIG_DIR
 
-    overrides = [f"method={method}", f"backbone={backbone}", "logger=none"]
+    overrides = [f"method={method}", "logger=none"]
+    if backbone is not None:
+        overrides.append(f"backbone={backbone}")
+    if experiment is not None:
+        overrides.append(f"experiment={experiment}")
     if image_size is not None:
         overrides.append(f"image_size=[{int(image_size[0])},{int(image_size[1])}]")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -99,11 +115,13 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1, device: s
     return statistics.median(times_ms(fn, repeats, warmup, device))
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10, device: str | torch.device = "cpu") -> float:
-    """GFLOP/s of the fastest of `repeats` (n x n) @ (n x n) float32 matmuls (2 n^3 flops): the device's
-    practical peak (the fastest call is the one least disturbed by other load)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_gflops(
+    n: int = 2048, repeats: int = 10, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """GFLOP/s of the fastest of `repeats` (n x n) @ (n x n) matmuls in `dtype` (2 n^3 flops): the
+    device's practical peak (the fastest call is the one least disturbed by other load)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     ms = min(times_ms(lambda: a @ b, repeats, warmup=2, device=device))
     return 2 * n**3 / (ms * 1e-3) / 1e9
 
@@ -160,6 +178,15 @@ def peak_memory_mb(fn: Callable[[], object], device: str | torch.device = "cpu")
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 in hardware (elsewhere bf16 is emulated, slower than float32)."""
+    from densehmr.config_resolvers import native_cpu_bf16
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and native_cpu_bf16()
+
+
 def training_batch(
     body: Body, root: str | Path, image_size: Sequence[int], batch_size: int, split: str = "train"
 ) -> dict:
@@ -198,15 +225,72 @@ def _train_step(model, batch: dict) -> Callable[[], None]:
     return step
 
 
+def measure_inference(model: nn.Module, image_size: Sequence[int], settings: MethodSettings) -> dict:
+    """Size, FLOPs and inference speed of `model` (already on settings.device) on random crops (H, W).
+
+    Returns params, gflops (per image), and from the fastest of settings.memory_formats: latency_ms_bs1
+    (median; _min the fastest), throughput_bs32 (images/s at settings.throughput_batch from the median
+    time; _max from the fastest), gflops_per_s (_max); memory_format (the one kept) and
+    throughput_by_format (median images/s of each); with bf16: throughput_bs32_bf16 (_max) and
+    gflops_per_s_bf16_max under bfloat16 autocast. matmul_gflops (float32, and matmul_gflops_bf16 with
+    bf16) is the device's practical peak measured right after, under the same load.
+    """
+    device = torch.device(settings.device)
+    h, w = (int(s) for s in image_size)
+    gen = torch.Generator().manual_seed(0)
+    single = torch.randn(1, 3, h, w, generator=gen).to(device)
+    many = torch.randn(settings.throughput_batch, 3, h, w, generator=gen).to(device)
+    result = {"params": count_params(model), "image_size": [h, w], "device": device.type}
+    model.eval()
+    timed: dict[str, tuple[list[float], list[float]]] = {}
+    with torch.no_grad():
+        result["gflops"] = forward_gflops(model, single)
+        for name in settings.memory_formats:
+            fmt = MEMORY_FORMATS[name]
+            model.to(memory_format=fmt)
+            one, batch = single.contiguous(memory_format=fmt), many.contiguous(memory_format=fmt)
+            timed[name] = (
+                times_ms(lambda x=one: model(x), settings.latency_repeats, settings.warmup, device),
+                times_ms(lambda x=batch: model(x), settings.throughput_repeats, settings.warmup, device),
+            )
+        best = min(timed, key=lambda name: statistics.median(timed[name][1]))
+        fmt = MEMORY_FORMATS[best]
+        model.to(memory_format=fmt)
+        batch = many.contiguous(memory_format=fmt)
+        bf16 = settings.bf16 and native_bf16(device)
+        if bf16:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                batched_bf16 = times_ms(lambda: model(batch), settings.throughput_repeats, settings.warmup, device)
+    n = settings.matmul_size * (CUDA_MATMUL_SCALE if device.type == "cuda" else 1)
+    result["matmul_gflops"] = matmul_gflops(n, device=device)
+    latency, batched = timed[best]
+    per_s = settings.throughput_batch * 1e3
+    result.update(
+        memory_format=best,
+        throughput_by_format={name: per_s / statistics.median(t[1]) for name, t in timed.items()},
+        latency_ms_bs1=statistics.median(latency),
+        latency_ms_bs1_min=min(latency),
+        throughput_bs32=per_s / statistics.median(batched),
+        throughput_bs32_max=per_s / min(batched),
+        throughput_batch=settings.throughput_batch,
+    )
+    result["gflops_per_s"] = result["gflops"] * result["throughput_bs32"]
+    result["gflops_per_s_max"] = result["gflops"] * result["throughput_bs32_max"]
+    if bf16:
+        result["matmul_gflops_bf16"] = matmul_gflops(n, device=device, dtype=torch.bfloat16)
+        result["throughput_bs32_bf16"] = per_s / statistics.median(batched_bf16)
+        result["throughput_bs32_bf16_max"] = per_s / min(batched_bf16)
+        result["gflops_per_s_bf16_max"] = result["gflops"] * result["throughput_bs32_bf16_max"]
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
 def measure_method(method: str, backbone: str, batch: Mapping, settings: MethodSettings) -> dict:
-    """Size, FLOPs, latency, throughput, training step time and peak memory of one configured model.
+    """`measure_inference` of one configured model, plus its training step: train_step_ms (median of
+    forward + weighted loss + backward at `train_batch`, float32, contiguous) and peak_mem_mb (what
+    one training step adds).
 
     batch: a training batch (at least `train_batch` samples) at the crop size measured.
-    Returns params, gflops (per image), latency_ms_bs1 (median; _min the fastest), throughput_bs32
-    (images/s at settings.throughput_batch, from the median time; _max from the fastest), train_step_ms,
-    peak_mem_mb (one training step), gflops_per_s (achieved by the batched forward; _max at the fastest),
-    matmul_gflops (the device's practical peak, measured just after), image_size, train_batch,
-    throughput_batch, device, threads.
     """
     from densehmr.runs import build_method
 
@@ -222,38 +306,28 @@ def measure_method(method: str, backbone: str, batch: Mapping, settings: MethodS
         raise ValueError(f"batch of {batch['image'].shape[0]} samples, the training step needs {train_batch}")
 
     model = build_method(cfg).to(device)
-    result = {"params": count_params(model), "image_size": [h, w], "device": device.type}
-    gen = torch.Generator().manual_seed(0)
-    single = torch.randn(1, 3, h, w, generator=gen).to(device)
-    many = torch.randn(settings.throughput_batch, 3, h, w, generator=gen).to(device)
-
     # Memory first: a step's peak is only visible above every earlier one. That step warms up the rest.
     model.train()
     data = _to(batch, device, train_batch)
     model.complete_batch(data)
     step = _train_step(model, data)
-    result["peak_mem_mb"] = peak_memory_mb(step, device)
-    result["train_step_ms"] = median_ms(step, settings.train_repeats, max(0, settings.warmup - 1), device)
-    result["train_batch"] = train_batch
+    train = {"peak_mem_mb": peak_memory_mb(step, device)}
+    train["train_step_ms"] = median_ms(step, settings.train_repeats, max(0, settings.warmup - 1), device)
+    train["train_batch"] = train_batch
     model.zero_grad(set_to_none=True)
+    return {**measure_inference(model, (h, w), settings), **train}
 
-    model.eval()
-    with torch.no_grad():
-        result["gflops"] = forward_gflops(model, single)
-        latency = times_ms(lambda: model(single), settings.latency_repeats, settings.warmup, device)
-        batched = times_ms(lambda: model(many), settings.throughput_repeats, settings.warmup, device)
-    # Measured right after the model, under the same load, for the fraction of peak.
-    n = settings.matmul_size * (CUDA_MATMUL_SCALE if device.type == "cuda" else 1)
-    result["matmul_gflops"] = matmul_gflops(n, device=device)
-    result["latency_ms_bs1"] = statistics.median(latency)
-    result["latency_ms_bs1_min"] = min(latency)
-    result["throughput_bs32"] = settings.throughput_batch / (statistics.median(batched) * 1e-3)
-    result["throughput_bs32_max"] = settings.throughput_batch / (min(batched) * 1e-3)
-    result["throughput_batch"] = settings.throughput_batch
-    result["gflops_per_s"] = result["gflops"] * result["throughput_bs32"]
-    result["gflops_per_s_max"] = result["gflops"] * result["throughput_bs32_max"]
-    result["threads"] = torch.get_num_threads()
-    return result
+
+def measure_paper_setting(method: str, experiment: str, settings: MethodSettings) -> dict:
+    """`measure_inference` of `method` as configs/experiment/`experiment` builds it (its backbone and
+    crop), with the backbone's name added."""
+    from densehmr.runs import build_method
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    cfg = compose_config(method, None, experiment=experiment)
+    model = build_method(cfg).to(torch.device(settings.device))
+    return {**measure_inference(model, cfg.image_size, settings), "backbone": str(cfg.backbone.name)}
 
 
 def run_isolated(fn: Callable[..., T], *args) -> T:
@@ -268,11 +342,20 @@ def measure_isolated(method: str, backbone: str, batch: Mapping, settings: Metho
     return run_isolated(measure_method, method, backbone, dict(batch), settings)
 
 
+def add_peak_fractions(entry: dict) -> None:
+    """In place: peak_fraction, the fastest float32 forward's GFLOP/s over the fastest float32 matmul
+    measured next to it (best against best, so that other load on a shared machine cancels as far as it
+    can), and peak_fraction_bf16 likewise for the bfloat16 forward against the bfloat16 matmul."""
+    if entry.get("matmul_gflops"):
+        entry["peak_fraction"] = entry["gflops_per_s_max"] / entry["matmul_gflops"]
+    if entry.get("matmul_gflops_bf16") and "gflops_per_s_bf16_max" in entry:
+        entry["peak_fraction_bf16"] = entry["gflops_per_s_bf16_max"] / entry["matmul_gflops_bf16"]
+
+
 def add_ratios(methods: dict[str, dict[str, dict]]) -> None:
     """In place: each entry's ratios against REFERENCE_METHOD at the same backbone (throughput_vs_pymaf,
-    speedup_bs1_vs_pymaf, params_vs_pymaf, gflops_vs_pymaf) and peak_fraction: its fastest forward's
-    GFLOP/s over the fastest of the matmuls measured next to it (best against best, so that other load
-    on a shared machine cancels as far as it can). Also inside each entry's "cuda" part."""
+    speedup_bs1_vs_pymaf, params_vs_pymaf, gflops_vs_pymaf) and its `add_peak_fractions`. Also inside
+    each entry's "cuda" part."""
     for per_backbone in methods.values():
         for backbone, entry in per_backbone.items():
             reference = methods.get(REFERENCE_METHOD, {}).get(backbone)
@@ -280,8 +363,7 @@ def add_ratios(methods: dict[str, dict[str, dict]]) -> None:
                 part = entry if key == "main" else entry.get(key)
                 if part is None:
                     continue
-                if part.get("matmul_gflops"):
-                    part["peak_fraction"] = part["gflops_per_s_max"] / part["matmul_gflops"]
+                add_peak_fractions(part)
                 ref = None if reference is None else (reference if key == "main" else reference.get(key))
                 if ref is None:
                     continue

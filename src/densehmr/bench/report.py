@@ -3,9 +3,13 @@
 The results dict (what `densehmr.bench.run_bench` returns and bench.json holds):
   device:   machine description, torch threads, CUDA device or None, load average at start and end;
   settings: quick flag, backbones, per-method and per-stage settings;
-  matmul_gflops: device type -> GFLOP/s of a large float32 matmul (the practical peak);
+  matmul_gflops: device type -> GFLOP/s of a large float32 matmul (the practical peak); "cpu_bf16" the
+            same in bfloat16 where the CPU has it natively;
   methods:  method -> backbone -> {params, gflops, latency_ms_bs1, throughput_bs32, train_step_ms,
-            peak_mem_mb, gflops_per_s, peak_fraction, *_vs_pymaf, ...[, cuda: {the same on CUDA}]};
+            peak_mem_mb, gflops_per_s, peak_fraction, memory_format, throughput_by_format,
+            [throughput_bs32_bf16, peak_fraction_bf16,] *_vs_pymaf, ...[, cuda: {the same on CUDA}]};
+  papers:   [{method, experiment, figures (the paper's reported speeds), missing, and the inference
+            measurements above}];
   stages:   name -> {value, unit, ...};
   targets:  [{name, value, target, pass, op, unit[, note]}];
   notes:    what was skipped or failed, and why.
@@ -17,6 +21,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from densehmr.bench.papers import PaperFigure, figure_text
 from densehmr.files import atomic_write_bytes
 
 REQUIRED_KEYS = ("device", "methods", "stages", "targets")
@@ -78,6 +83,7 @@ def method_rows(methods: Mapping, part: str | None = None) -> list[list[str]]:
             if not e:
                 continue
             fraction = e.get("peak_fraction")
+            formats = e.get("throughput_by_format", {})
             rows.append(
                 [
                     method,
@@ -92,17 +98,25 @@ def method_rows(methods: Mapping, part: str | None = None) -> list[list[str]]:
                     _num(e["peak_mem_mb"], 0),
                     _num(e["gflops_per_s"]),
                     _num(e.get("matmul_gflops")),
-                    "-" if fraction is None else f"{100 * fraction:.0f}%",
+                    _percent(fraction),
+                    " / ".join(f"{_num(formats.get(name))}" for name in FORMAT_ORDER) if formats else "-",
+                    _num(e.get("throughput_bs32_bf16")),
+                    _percent(e.get("peak_fraction_bf16")),
                 ]
             )
     return rows
 
 
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.0f}%"
+
+
 METHOD_HEADER = [
     "method", "backbone", "params (M)", "GFLOPs / image", "latency B1 (ms)", "throughput B32 (img/s)",
     "x PyMAF throughput", "x PyMAF B1 speed", "train step (ms)", "peak mem (MB)", "GFLOP/s", "matmul GFLOP/s",
-    "of matmul peak",
+    "of matmul peak", "img/s contiguous / channels-last", "bf16 img/s", "of bf16 matmul peak",
 ]
+FORMAT_ORDER = ("contiguous", "channels_last")
 
 
 def methods_lines(results: Mapping) -> list[str]:
@@ -121,7 +135,11 @@ def methods_lines(results: Mapping) -> list[str]:
         "multiply-adds as 2 (torch.utils.flop_counter). Ratios: against PyMAF with the same backbone. "
         f"Physical limit: the fastest of 10 n x n float32 matmuls (n = {n}, x4 on CUDA), measured in each "
         "model's process right after it; \"of matmul peak\" is the model's fastest batched forward against it. "
+        "Latency and throughput are those of the faster memory format (both are shown); bf16: the "
+        "batched forward under bfloat16 autocast, where the device computes bfloat16 natively, against "
+        "a bfloat16 matmul. "
         f"At the start of the run the matmul reached {_num(matmul.get('cpu'))} GFLOP/s on CPU"
+        + (f" ({_num(matmul.get('cpu_bf16'))} in bfloat16)" if "cpu_bf16" in matmul else "")
         + (f", {_num(matmul.get('cuda'))} on CUDA." if "cuda" in matmul else "."),
         "",
     ]
@@ -130,6 +148,39 @@ def methods_lines(results: Mapping) -> list[str]:
     if cuda_rows:
         lines += ["", "### On CUDA", ""] + _table(METHOD_HEADER, cuda_rows)
     return lines
+
+
+PAPER_HEADER = [
+    "method", "setting", "backbone", "crop", "params (M)", "GFLOPs / image", "latency B1 (ms)",
+    "throughput (img/s)", "of matmul peak", "bf16 img/s", "of bf16 matmul peak", "the paper reports",
+]
+
+
+def papers_lines(papers: list[Mapping]) -> list[str]:
+    """The papers' own settings measured here, beside the speeds the papers report (a blank line after);
+    nothing when none were measured."""
+    if not papers:
+        return []
+    rows = []
+    for p in papers:
+        figures = "; ".join(figure_text(PaperFigure(**f), p) for f in p.get("figures", [])) or p.get("missing") or "-"
+        crop = "x".join(map(str, p["image_size"])) if "image_size" in p else "-"
+        batch = p.get("throughput_batch", "?")
+        rows.append([
+            p["method"], p["experiment"], p.get("backbone", "-"), crop,
+            _num(p["params"] / 1e6, 2) if "params" in p else "-", _num(p.get("gflops"), 2),
+            _num(p.get("latency_ms_bs1")), f"{_num(p.get('throughput_bs32'))} (B{batch})",
+            _percent(p.get("peak_fraction")), _num(p.get("throughput_bs32_bf16")),
+            _percent(p.get("peak_fraction_bf16")), figures,
+        ])
+    return [
+        "## The papers' settings",
+        "",
+        "Each paper's own network and crop (configs/experiment/paper_*), inference only, measured as above. "
+        "A reported time is turned into GFLOP/s with our FLOP count of the same network, and a fraction of "
+        "the reporting GPU's float32 peak (the vendor's figure).",
+        "",
+    ] + _table(PAPER_HEADER, rows) + [""]
 
 
 def _details(stage: Mapping) -> str:
@@ -165,6 +216,7 @@ def render_markdown(results: Mapping) -> str:
         "",
         *methods_lines(results),
         "",
+        *papers_lines(results.get("papers", [])),
         *stages_lines(results.get("stages", {})),
         "",
         *targets_lines(results.get("targets", [])),
