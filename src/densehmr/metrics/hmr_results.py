@@ -10,8 +10,9 @@ Protocols: "gt_mask" (MeshPose's, the default for meshes) keeps the rendered IUV
 IoU and GPSm modes compare, only inside the GT person mask: the annotation's 14 `dp_masks` (256 x
 256) resized to the box by nearest neighbour (OpenCV's, as MeshPose's evaluator). An annotation
 without `dp_masks` carries no DensePose points and its record is skipped, as MeshPose's evaluation
-README says. "unmasked" scores the rendering as it is (GPS is the same under both when the mesh
-stays inside the person; GPSm and IoU are not).
+README says. "unmasked" scores the rendering as it is. GPS differs between the two only at GT points
+outside the GT mask (which lose their prediction under gt_mask); GPSm and IoU differ wherever the
+rendering leaves the person.
 """
 
 from __future__ import annotations
