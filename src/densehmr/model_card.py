@@ -48,10 +48,10 @@ class ModelCard:
             data = "training data unknown (no run config.yaml beside the checkpoint)"
         else:
             data = f"trained on {self.training_data} data ({', '.join(self.datasets)})"
-        shown = [f"{header} {format_value(self.metrics, key, kind)}{' mm' if kind == 'mm' else ''}"
+        shown = [f"{header} {format_value(self.metrics, key, kind)}"
                  for header, key, kind in METRIC_COLUMNS if key in self.metrics]
         if shown:
-            metrics = f"{self.metrics_split} split: " + ", ".join(shown) + " (AP x100)"
+            metrics = f"{self.metrics_split} split: " + ", ".join(shown) + " (APs and IoU x100)"
         else:
             metrics = "no validation metrics (no metrics.json beside the checkpoint)"
         return [first, data, metrics]
