@@ -59,14 +59,16 @@ def test_step_timer_rates_steps_after_the_warm_up(tmp_path, monkeypatch):
     monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
     timer = StepTimer(str(tmp_path / "t.json"), skip=1)
     module = SimpleNamespace(device=torch.device("cpu"))
-    timer.on_train_start(None, module)  # t = 0
+    trainer = SimpleNamespace(strategy=type("DDPStrategy", (), {})(), world_size=1, precision="bf16-mixed")
+    timer.on_train_start(trainer, module)  # t = 0
     for loss in (3.0, 2.0, 1.5, 1.0, 0.5):  # steps end at 1, 1.5, 2, 2.5, 3 s
-        timer.on_train_batch_end(None, module, {"loss": torch.tensor(loss)}, None, 0)
-    timer.on_train_end(None, module)
+        timer.on_train_batch_end(trainer, module, {"loss": torch.tensor(loss)}, None, 0)
+    timer.on_train_end(trainer, module)
     timing = __import__("json").loads((tmp_path / "t.json").read_text())
     assert timing["steps"] == 5 and timing["timed_steps"] == 4
     assert timing["steps_per_s"] == pytest.approx(3 / 1.5) and timing["final_loss"] == 0.5
     assert timing["seconds"] == 3.0 and timing["memory"] == "process peak RSS"
+    assert (timing["strategy"], timing["world_size"]) == ("DDPStrategy", 1)
 
 
 def test_report_states_every_failure(tmp_path):
@@ -99,7 +101,7 @@ def test_dry_run_runs_every_check_on_the_cpu(tmp_path):
     assert "Verdict: **pass**" in text and "DRY RUN" in text
     for method in ("meshpose", "pymaf", "dct", "densereg"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {method} | ") and "64×64" in line)
-        assert row.endswith("| ok |") and "| 2 | 2 |" in row  # batch 2, 2 steps
+        assert row.endswith("| DDPStrategy x1, bf16-mixed | ok |") and "| 2 | 2 |" in row  # batch 2, 2 steps
         forward = [line for line in text.splitlines() if line.startswith(f"| {method} | ") and "pass" in line]
         assert forward and "| 0.0e+00 | 0.0e+00 |" in forward[0]  # the same device computes the same numbers
     assert text.count("| pass |") >= 4 + 6

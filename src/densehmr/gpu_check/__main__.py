@@ -61,22 +61,26 @@ def forward_config(method: str, settings: CheckSettings, data: Path):
     ])
 
 
+def say(what: str, start: float) -> None:
+    print(f"gpu-check: {what} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
 def run_check(settings: CheckSettings, report: Path, work: Path) -> bool:
     """Every check of the package's doc; writes `report` and returns whether all passed."""
     start = time.perf_counter()
     data = make_data(settings, work)
-    print(f"gpu-check: data ready in {data} ({time.perf_counter() - start:.0f} s)", flush=True)
+    say(f"data ready in {data}", start)
     render = check_renderer(settings)
-    print(f"gpu-check: renderer {'pass' if render.ok else 'FAIL'}", flush=True)
+    say(f"renderer {'pass' if render.ok else 'FAIL'}", start)
     forwards: list[ForwardResult] = []
     for method in settings.methods:
         forwards.append(compare_method(method, forward_config(method, settings, data), settings))
-        print(f"gpu-check: forward {method} {'pass' if forwards[-1].ok else 'FAIL'}", flush=True)
+        say(f"forward {method} {'pass' if forwards[-1].ok else 'FAIL'}", start)
     trains: list[TrainResult] = []
     for method in settings.methods:
         trains.append(train_method(method, settings, data, work))
         end_distributed()
-        print(f"gpu-check: training {method} {trains[-1].status} ({trains[-1].steps_per_s:.2f} steps/s)", flush=True)
+        say(f"training {method} {trains[-1].status} ({trains[-1].steps_per_s:.2f} steps/s)", start)
     seconds = time.perf_counter() - start
     write_report(report, settings, environment(settings), trains, forwards, render, seconds)
     return all(r.ok for r in trains) and all(r.ok for r in forwards) and render.ok

@@ -112,6 +112,7 @@ def compare_method(method: str, cfg, settings: CheckSettings) -> ForwardResult:
     """`method` (built from cfg with seed 0) on the CPU and on settings.device; never raises."""
     from densehmr.runs import build_method
 
+    stage = "building the model and batch"
     try:
         torch.manual_seed(0)
         model = build_method(cfg).eval()
@@ -120,18 +121,22 @@ def compare_method(method: str, cfg, settings: CheckSettings) -> ForwardResult:
         device = torch.device(settings.device)
         amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         with torch.no_grad():
+            stage = "CPU forward"
             ref = flatten(model(image))
+            stage = f"{device.type} float32 forward"
             model.to(device)
             with strict_float32():
                 got = flatten(model(image.to(device)))
+            stage = f"{device.type} {amp_dtype} autocast forward"
             with torch.autocast(device.type, dtype=amp_dtype):
                 amp = flatten(model(image.to(device)))
-        outputs = [compare(name, ref[name], got[name], amp.get(name)) for name in ref]
         missing = sorted(set(ref) ^ set(got))
-        error = f"outputs differ between devices: {missing}" if missing else ""
-        return ForwardResult(method, outputs, error)
+        if missing:
+            return ForwardResult(method, error=f"outputs differ between devices: {missing}")
+        return ForwardResult(method, [compare(name, ref[name], got[name], amp.get(name)) for name in ref])
     except Exception as exc:  # a failure is a finding of the check, reported with the others
-        return ForwardResult(method, error=traceback.format_exception_only(type(exc), exc)[-1].strip().splitlines()[0])
+        reason = traceback.format_exception_only(type(exc), exc)[-1].strip().splitlines()[0]
+        return ForwardResult(method, error=f"{stage}: {reason}")
     finally:
         gc.collect()
         if torch.cuda.is_available():

@@ -29,8 +29,8 @@ def training_table(results: list[TrainResult], settings: CheckSettings) -> list[
         f"## Training: `experiment=paper_<method>`, {settings.steps} steps, `{settings.precision}`, DDP on one device",
         "",
         "| method | backbone | crop (H×W) | batch | steps | steps/s | images/s | peak memory (MB) | last loss | "
-        "wall (s) | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "wall (s) | ran as | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         images = r.steps_per_s * r.batch_size if r.batch_size else math.nan
@@ -39,7 +39,7 @@ def training_table(results: list[TrainResult], settings: CheckSettings) -> list[
         lines.append(
             f"| {r.method} | {r.backbone or '—'} | {crop} | {r.batch_size or '—'} | {r.steps} | "
             f"{_num(r.steps_per_s)} | {_num(images, 1)} | {_num(r.peak_memory_mb, 0)} | {_num(r.final_loss, 3)} | "
-            f"{_num(r.seconds, 1)} | {status} |"
+            f"{_num(r.seconds, 1)} | {r.strategy or '—'} | {status} |"
         )
     memory = next((r.memory for r in results if r.memory), "")
     lines += ["", f"steps/s leaves out the first {settings.timing_skip} steps; memory: {memory or '—'}."]

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from densehmr.bench.methods import METHOD_ORDER
+from densehmr.methods.registry import default_config_dir, method_names
 
 # Paper settings are trained for this many steps; the check must finish within BUDGET_S on one GPU.
 STEPS = 50
 BUDGET_S = 8 * 60
 # A run that has not finished its steps by then is stopped (Lightning's max_time) and reported.
 METHOD_TIME_LIMIT = "00:00:02:30"
+
+
+def paper_methods() -> tuple[str, ...]:
+    """The configured methods that have a paper experiment (configs/experiment/paper_<method>.yaml), which
+    the check trains, in the registry's order."""
+    configs = default_config_dir()
+    return tuple(m for m in method_names(configs) if (configs / "experiment" / f"paper_{m}.yaml").is_file())
 
 
 @dataclass(frozen=True)
@@ -23,7 +30,7 @@ class CheckSettings:
 
     device: str = "cuda"
     dry_run: bool = False
-    methods: tuple[str, ...] = METHOD_ORDER
+    methods: tuple[str, ...] = field(default_factory=paper_methods)
     steps: int = STEPS
     precision: str = "16-mixed"
     overrides: tuple[str, ...] = ()

@@ -58,6 +58,8 @@ class StepTimer(pl.Callback):
         self.path.write_text(json.dumps({
             "steps": len(self.ends), "timed_steps": len(timed), "steps_per_s": rate, "final_loss": self.loss,
             "peak_memory_mb": peak_mb, "memory": memory, "seconds": self.ends[-1] - self.start if self.ends else 0.0,
+            "strategy": type(trainer.strategy).__name__, "world_size": trainer.world_size,
+            "precision": str(trainer.precision),
         }))
 
 
@@ -76,6 +78,7 @@ class TrainResult:
     batch_size: int = 0
     image_size: tuple[int, int] = (0, 0)
     backbone: str = ""
+    strategy: str = ""
     error: str = ""
 
     @property
@@ -133,7 +136,8 @@ def train_method(method: str, settings: CheckSettings, data: Path, out: Path) ->
     return TrainResult(
         method, status, steps=timing["steps"], steps_per_s=timing["steps_per_s"],
         peak_memory_mb=timing["peak_memory_mb"], memory=timing["memory"], final_loss=timing["final_loss"],
-        seconds=timing["seconds"], **described,
+        seconds=timing["seconds"], strategy=f"{timing['strategy']} x{timing['world_size']}, {timing['precision']}",
+        **described,
     )
 
 
