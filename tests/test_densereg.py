@@ -233,9 +233,7 @@ def batch(body):
 
 
 def test_batch_factory_is_consistent(body):
-    start = time.perf_counter()
     b = make_batch(body, n=16, size=(64, 64), seed=0)
-    elapsed = time.perf_counter() - start
     again = make_batch(body, n=16, size=(64, 64), seed=0)
     for key, value in b.items():
         torch.testing.assert_close(value, again[key], msg=key)
@@ -266,7 +264,6 @@ def test_batch_factory_is_consistent(body):
     verts = smpl(betas=b["betas"], body_pose=b["body_pose"], global_orient=b["global_orient"],
                  transl=torch.zeros(16, 3)).vertices + b["cam_t"][:, None]
     torch.testing.assert_close(b["kp3d"][..., :3], body.regressors["h36m17"] @ verts, atol=1e-5, rtol=0)
-    assert elapsed < 4.0, f"make_batch took {elapsed:.2f} s"
 
 
 @pytest.mark.parametrize("regression", ["direct", "quantized"])
