@@ -137,9 +137,9 @@ def test_measure_inference_keeps_the_faster_memory_format(slow: str):
     settings = MethodSettings(warmup=0, latency_repeats=2, throughput_batch=2, throughput_repeats=2, matmul_size=64)
     out = measure_inference(_SlowIn(MEMORY_FORMATS[slow]), (4, 4), settings)
     faster = "channels_last" if slow == "contiguous" else "contiguous"
-    assert out["memory_format"] == faster
-    assert out["throughput_by_format"][faster] > 3 * out["throughput_by_format"][slow]
-    assert out["latency_ms_bs1"] < 30.0 <= out["throughput_batch"] * 1e3 / out["throughput_by_format"][slow]
+    assert out["memory_format"] == out["variant"] == faster and out["conv_bn_folded"] == 0
+    assert out["throughput_by_variant"][faster] > 3 * out["throughput_by_variant"][slow]
+    assert out["latency_ms_bs1"] < 30.0 <= out["throughput_batch"] * 1e3 / out["throughput_by_variant"][slow]
 
 
 def test_target_bounds_include_equality_and_unmeasured_is_none():

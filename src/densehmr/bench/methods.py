@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from densehmr.body.assets import Body
+from densehmr.nn.fuse import fuse_conv_bn, outputs_close
 
 # The comparison order; any other config under configs/method/ is measured after these.
 METHOD_ORDER = ("meshpose", "pymaf", "dct", "densereg")
@@ -39,8 +40,9 @@ class MethodSettings:
     train_batch: batch of the training step; None keeps the config's `method.batch_size`.
     matmul_size: n of the n x n matmul measured next to the model (its device's practical peak; 4 n on
     CUDA, where a smaller one does not fill the device).
-    memory_formats: those the forwards are timed in, one after the other; the faster (by the median
-    batched forward) gives the entry's latency and throughput.
+    memory_formats: those the forwards are timed in, one after the other; the fastest variant (by the
+    median batched forward) gives the entry's latency and throughput.
+    fold_bn: also time an inference copy with BatchNorm folded into the convolutions.
     bf16: also time the batched forward under bfloat16 autocast, where the device computes bfloat16
     natively (CPUs with AVX512-BF16 or AMX, CUDA devices that support it).
     """
@@ -56,6 +58,7 @@ class MethodSettings:
     train_batch: int | None = None
     matmul_size: int = 2048
     memory_formats: tuple[str, ...] = ("contiguous", "channels_last")
+    fold_bn: bool = True
     bf16: bool = True
 
 
@@ -228,12 +231,15 @@ def _train_step(model, batch: dict) -> Callable[[], None]:
 def measure_inference(model: nn.Module, image_size: Sequence[int], settings: MethodSettings) -> dict:
     """Size, FLOPs and inference speed of `model` (already on settings.device) on random crops (H, W).
 
-    Returns params, gflops (per image), and from the fastest of settings.memory_formats: latency_ms_bs1
-    (median; _min the fastest), throughput_bs32 (images/s at settings.throughput_batch from the median
-    time; _max from the fastest), gflops_per_s (_max); memory_format (the one kept) and
-    throughput_by_format (median images/s of each); with bf16: throughput_bs32_bf16 (_max) and
-    gflops_per_s_bf16_max under bfloat16 autocast. matmul_gflops (float32, and matmul_gflops_bf16 with
-    bf16) is the device's practical peak measured right after, under the same load.
+    The forwards are timed in variants, one after the other: each of settings.memory_formats with
+    BatchNorm folded into the convolutions (densehmr.nn.fuse, when settings.fold_bn and any fold), and
+    the unfolded model in the faster of those formats. Returns params, gflops (per image), conv_bn_folded
+    (pairs folded), throughput_by_variant (median images/s of each) and, from the fastest variant
+    (`variant`, `memory_format`, `folded`): latency_ms_bs1 (median; _min the fastest), throughput_bs32
+    (images/s at settings.throughput_batch from the median time; _max from the fastest), gflops_per_s
+    (_max); with bf16: throughput_bs32_bf16 (_max) and gflops_per_s_bf16_max of that variant under
+    bfloat16 autocast. matmul_gflops (float32, and matmul_gflops_bf16 with bf16) is the device's
+    practical peak measured right after, under the same load.
     """
     device = torch.device(settings.device)
     h, w = (int(s) for s in image_size)
@@ -242,32 +248,50 @@ def measure_inference(model: nn.Module, image_size: Sequence[int], settings: Met
     many = torch.randn(settings.throughput_batch, 3, h, w, generator=gen).to(device)
     result = {"params": count_params(model), "image_size": [h, w], "device": device.type}
     model.eval()
-    timed: dict[str, tuple[list[float], list[float]]] = {}
     with torch.no_grad():
         result["gflops"] = forward_gflops(model, single)
-        for name in settings.memory_formats:
-            fmt = MEMORY_FORMATS[name]
-            model.to(memory_format=fmt)
-            one, batch = single.contiguous(memory_format=fmt), many.contiguous(memory_format=fmt)
-            timed[name] = (
-                times_ms(lambda x=one: model(x), settings.latency_repeats, settings.warmup, device),
-                times_ms(lambda x=batch: model(x), settings.throughput_repeats, settings.warmup, device),
+    folded, result["conv_bn_folded"] = (
+        fuse_conv_bn(model, lambda m: m(single), outputs_close) if settings.fold_bn else (model, 0)
+    )
+    variants = [(name, folded, result["conv_bn_folded"] > 0) for name in settings.memory_formats]
+    timed: dict[str, tuple[list[float], list[float]]] = {}
+    kept: dict[str, tuple[str, nn.Module, bool]] = {}
+
+    def time_variant(fmt_name: str, net: nn.Module, is_folded: bool) -> None:
+        fmt = MEMORY_FORMATS[fmt_name]
+        net.to(memory_format=fmt)
+        one, batch = single.contiguous(memory_format=fmt), many.contiguous(memory_format=fmt)
+        key = fmt_name if is_folded or not result["conv_bn_folded"] else f"{fmt_name}, BatchNorm unfolded"
+        with torch.no_grad():
+            timed[key] = (
+                times_ms(lambda: net(one), settings.latency_repeats, settings.warmup, device),
+                times_ms(lambda: net(batch), settings.throughput_repeats, settings.warmup, device),
             )
-        best = min(timed, key=lambda name: statistics.median(timed[name][1]))
-        fmt = MEMORY_FORMATS[best]
-        model.to(memory_format=fmt)
-        batch = many.contiguous(memory_format=fmt)
-        bf16 = settings.bf16 and native_bf16(device)
-        if bf16:
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                batched_bf16 = times_ms(lambda: model(batch), settings.throughput_repeats, settings.warmup, device)
+        kept[key] = (fmt_name, net, is_folded)
+
+    def fastest() -> str:
+        return min(timed, key=lambda key: statistics.median(timed[key][1]))
+
+    for variant in variants:
+        time_variant(*variant)
+    if result["conv_bn_folded"]:
+        time_variant(kept[fastest()][0], model, False)
+    best = fastest()
+    fmt_name, net, is_folded = kept[best]
+    bf16 = settings.bf16 and native_bf16(device)
+    if bf16:
+        batch = many.contiguous(memory_format=MEMORY_FORMATS[fmt_name])
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            batched_bf16 = times_ms(lambda: net(batch), settings.throughput_repeats, settings.warmup, device)
     n = settings.matmul_size * (CUDA_MATMUL_SCALE if device.type == "cuda" else 1)
     result["matmul_gflops"] = matmul_gflops(n, device=device)
     latency, batched = timed[best]
     per_s = settings.throughput_batch * 1e3
     result.update(
-        memory_format=best,
-        throughput_by_format={name: per_s / statistics.median(t[1]) for name, t in timed.items()},
+        variant=best,
+        memory_format=fmt_name,
+        folded=is_folded,
+        throughput_by_variant={key: per_s / statistics.median(t[1]) for key, t in timed.items()},
         latency_ms_bs1=statistics.median(latency),
         latency_ms_bs1_min=min(latency),
         throughput_bs32=per_s / statistics.median(batched),

@@ -6,7 +6,7 @@ The results dict (what `densehmr.bench.run_bench` returns and bench.json holds):
   matmul_gflops: device type -> GFLOP/s of a large float32 matmul (the practical peak); "cpu_bf16" the
             same in bfloat16 where the CPU has it natively;
   methods:  method -> backbone -> {params, gflops, latency_ms_bs1, throughput_bs32, train_step_ms,
-            peak_mem_mb, gflops_per_s, peak_fraction, memory_format, throughput_by_format,
+            peak_mem_mb, gflops_per_s, peak_fraction, variant, throughput_by_variant,
             [throughput_bs32_bf16, peak_fraction_bf16,] *_vs_pymaf, ...[, cuda: {the same on CUDA}]};
   papers:   [{method, experiment, figures (the paper's reported speeds), missing, and the inference
             measurements above}];
@@ -83,7 +83,7 @@ def method_rows(methods: Mapping, part: str | None = None) -> list[list[str]]:
             if not e:
                 continue
             fraction = e.get("peak_fraction")
-            formats = e.get("throughput_by_format", {})
+            variants = e.get("throughput_by_variant", {})
             rows.append(
                 [
                     method,
@@ -99,7 +99,7 @@ def method_rows(methods: Mapping, part: str | None = None) -> list[list[str]]:
                     _num(e["gflops_per_s"]),
                     _num(e.get("matmul_gflops")),
                     _percent(fraction),
-                    " / ".join(f"{_num(formats.get(name))}" for name in FORMAT_ORDER) if formats else "-",
+                    ", ".join(f"{k} {_num(v)}" for k, v in variants.items()) or "-",
                     _num(e.get("throughput_bs32_bf16")),
                     _percent(e.get("peak_fraction_bf16")),
                 ]
@@ -114,9 +114,8 @@ def _percent(fraction: float | None) -> str:
 METHOD_HEADER = [
     "method", "backbone", "params (M)", "GFLOPs / image", "latency B1 (ms)", "throughput B32 (img/s)",
     "x PyMAF throughput", "x PyMAF B1 speed", "train step (ms)", "peak mem (MB)", "GFLOP/s", "matmul GFLOP/s",
-    "of matmul peak", "img/s contiguous / channels-last", "bf16 img/s", "of bf16 matmul peak",
+    "of matmul peak", "img/s of each variant", "bf16 img/s", "of bf16 matmul peak",
 ]
-FORMAT_ORDER = ("contiguous", "channels_last")
 
 
 def methods_lines(results: Mapping) -> list[str]:
@@ -135,9 +134,10 @@ def methods_lines(results: Mapping) -> list[str]:
         "multiply-adds as 2 (torch.utils.flop_counter). Ratios: against PyMAF with the same backbone. "
         f"Physical limit: the fastest of 10 n x n float32 matmuls (n = {n}, x4 on CUDA), measured in each "
         "model's process right after it; \"of matmul peak\" is the model's fastest batched forward against it. "
-        "Latency and throughput are those of the faster memory format (both are shown); bf16: the "
-        "batched forward under bfloat16 autocast, where the device computes bfloat16 natively, against "
-        "a bfloat16 matmul. "
+        "Latency and throughput are those of the fastest variant (every one is shown): contiguous or "
+        "channels-last memory, with BatchNorm folded into the convolutions (the same outputs, checked) or "
+        "not; bf16: that variant's batched forward under bfloat16 autocast, where the device computes "
+        "bfloat16 natively, against a bfloat16 matmul. "
         f"At the start of the run the matmul reached {_num(matmul.get('cpu'))} GFLOP/s on CPU"
         + (f" ({_num(matmul.get('cpu_bf16'))} in bfloat16)" if "cpu_bf16" in matmul else "")
         + (f", {_num(matmul.get('cuda'))} on CUDA." if "cuda" in matmul else "."),
