@@ -42,6 +42,7 @@ from densehmr.inference import (
     parse_box,
     read_image,
 )
+from densehmr.methods.registry import method_names
 from densehmr.model_card import ModelCard, model_card
 from densehmr.viz.iuv import iuv_to_rgb, side_by_side
 from densehmr.viz.mesh_overlay import mesh_overlay, save_png, side_view
@@ -298,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--ckpt", help="a checkpoint (.ckpt); its run folder's config.yaml is used if there")
     source.add_argument("--run", help="a run folder (runs/<method>/<id>); its last checkpoint")
-    parser.add_argument("--method", default=None, help="meshpose | pymaf | dct | densereg (default: the run's)")
+    parser.add_argument("--method", default=None, choices=method_names(),
+                        help="one of the configured methods (default: the run's; meshpose without a run)")
     people = parser.add_mutually_exclusive_group()
     people.add_argument("--box", default=None, help="one person's box x,y,w,h in image px (no detection)")
     people.add_argument("--boxes", default=None, help="COCO-format detections JSON (see densehmr.detection.from_file)")

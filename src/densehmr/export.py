@@ -24,8 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from densehmr.bench.methods import median_ms
-from densehmr.inference import METHOD_CLASSES, ModelError, crop_person, load_method, read_image
+from densehmr.inference import ModelError, crop_person, load_method, read_image
 from densehmr.methods.base import BaseMethod
+from densehmr.methods.registry import default_config_dir, method_names
 
 OPSET = 17
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,7 +244,7 @@ def untrained_method(method: str, overrides: list[str]) -> BaseMethod:
 
     from densehmr.runs import build_method
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(default_config_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"method={method}", *overrides])
     model = build_method(cfg)
     images = real_inputs(model)
@@ -270,7 +271,7 @@ def calibrate_batchnorm(model: nn.Module, images: Tensor, passes: int = 2) -> No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m densehmr.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--method", required=True, choices=sorted(METHOD_CLASSES))
+    parser.add_argument("--method", required=True, choices=method_names())
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--ckpt", help="a checkpoint (default: the method's latest run)")
     source.add_argument("--run", help="a run folder")

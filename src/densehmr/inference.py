@@ -9,7 +9,6 @@ the crop's intrinsics are the crop affine applied to the image's.
 
 from __future__ import annotations
 
-import importlib
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -36,13 +35,8 @@ from datamodules.crop import (
 from datamodules.dataset import decode_reduction
 from datamodules.transforms import IMAGENET_MEAN, normalize_image
 from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.methods.registry import method_class, method_names
 
-METHOD_CLASSES = {
-    "meshpose": "densehmr.methods.meshpose.MeshPose",
-    "pymaf": "densehmr.methods.pymaf.PyMAF",
-    "dct": "densehmr.methods.dct.DCT",
-    "densereg": "densehmr.methods.densereg.DenseReg",
-}
 # Transparent pixels are laid over the ImageNet mean, which the networks see as a neutral grey.
 BACKDROP = tuple(int(round(c * 255)) for c in IMAGENET_MEAN)
 
@@ -205,7 +199,8 @@ def load_method(
     """A trained method in eval mode and its run's config (None when the checkpoint has no run folder).
 
     With `ckpt`, its run folder's config.yaml builds the method when there is one (checkpoints/ sits in
-    the run folder), else the checkpoint's hyper-parameters do (then `method` names the class). With
+    the run folder), else the checkpoint's hyper-parameters do (then `method`, one of the configured
+    methods (densehmr.methods.registry), names the class). With
     `run` only, its last checkpoint; with neither, `runs_root/<method>/latest`.
     """
     if ckpt is None:
@@ -234,16 +229,12 @@ def load_method(
 
         model = build_method(cfg)
     else:
-        if method not in METHOD_CLASSES:
-            raise ModelError(f"{ckpt}: no run config beside it; name its method (one of {sorted(METHOD_CLASSES)})")
-        model = _method_class(method)(**state["hyper_parameters"])
+        known = method_names()
+        if method not in known:
+            raise ModelError(f"{ckpt}: no run config beside it; name its method (one of {', '.join(known)})")
+        model = method_class(method)(**state["hyper_parameters"])
     model.load_state_dict(state["state_dict"])
     return model.eval().to(device), cfg
-
-
-def _method_class(name: str) -> type[BaseMethod]:
-    module, cls = METHOD_CLASSES[name].rsplit(".", 1)
-    return getattr(importlib.import_module(module), cls)
 
 
 # ----------------------------------------------------------------------------- prediction

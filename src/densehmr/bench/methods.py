@@ -23,10 +23,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from densehmr.body.assets import Body
+from densehmr.methods.registry import method_names
 from densehmr.nn.fuse import fuse_conv_bn, outputs_close
 
-# The comparison order; any other config under configs/method/ is measured after these.
-METHOD_ORDER = ("meshpose", "pymaf", "dct", "densereg")
 REFERENCE_METHOD = "pymaf"
 CUDA_MATMUL_SCALE = 4
 T = TypeVar("T")
@@ -66,9 +65,8 @@ MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.
 
 
 def available_methods(config_dir: str | Path) -> list[str]:
-    """Method config names under `config_dir`/method, in METHOD_ORDER first."""
-    names = {p.stem for p in (Path(config_dir) / "method").glob("*.yaml")}
-    return [m for m in METHOD_ORDER if m in names] + sorted(names - set(METHOD_ORDER))
+    """Method config names under `config_dir`/method, in the registry's presentation order."""
+    return method_names(config_dir)
 
 
 def compose_config(

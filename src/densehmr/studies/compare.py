@@ -3,7 +3,8 @@
 Trains and evaluates every method with the same shared settings (data, crop size, backbone, trainer, seeds:
 configs/train.yaml's defaults plus the overrides given, applied to all), then writes results/compare.json,
 results/compare.md and results/compare.png (`make compare ARGS="<overrides>"`). Re-running skips the runs
-already finished.
+already finished; `--dry-run` lists the cells (every configured method, densehmr.methods.registry) and
+stops.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from densehmr.bench.methods import METHOD_ORDER
+from densehmr.methods.registry import method_names
 from densehmr.studies.common import (
     compose_train,
     config_error,
@@ -27,7 +28,7 @@ from densehmr.studies.common import (
     write_json,
     write_text,
 )
-from densehmr.studies.grid import Cell, CellResult, read_metrics, run_grid, statuses, timing
+from densehmr.studies.grid import Cell, CellResult, is_finished, read_metrics, run_grid, statuses, timing
 from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
 
 # Grid runs log to CSV: an offline W&B run per cell costs startup time and disk (`logger=wandb` to change).
@@ -42,6 +43,11 @@ COLUMNS = (
 def compare_cells(methods: Sequence[str], seeds: Sequence[int], overrides: Sequence[str], runs: Path) -> list[Cell]:
     """One training per (method, seed), seed-major: a stopped grid still has every method's first seed."""
     return [Cell(m, m, tuple(overrides), s, Path(runs) / m / f"seed{s}") for s in seeds for m in methods]
+
+
+def listing(cells: Sequence[Cell]) -> list[str]:
+    """One line per cell: whether it is finished (its run is reused) or to run, and its command."""
+    return [f"{'finished' if is_finished(c) else 'to run':8}  {c.command()}" for c in cells]
 
 
 def measure_network(method: str, overrides: Sequence[str], repeats: int = 20, warmup: int = 3) -> dict:
@@ -101,10 +107,15 @@ def markdown(data: Mapping) -> str:
     return "\n".join(lines)
 
 
+def _options(parser) -> None:
+    parser.add_argument("--methods", nargs="+", default=method_names(), help="default: every configured method")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells (finished or to run) and stop")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_study_args(
         "densehmr.studies.compare", __doc__, "runs/studies/compare", "default: configs/train.yaml's seed", argv,
-        lambda p: p.add_argument("--methods", nargs="+", default=list(METHOD_ORDER)),
+        _options,
     )
     shared = [*DEFAULT_OVERRIDES, *args.overrides]
     try:
@@ -116,9 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len({str(v) for v in settings.values()}) > 1:
         print(f"warning: the methods' settings differ: {settings}", file=sys.stderr)
 
+    cells = compare_cells(args.methods, seeds, shared, args.runs)
+    if args.dry_run:
+        print("\n".join(listing(cells)))
+        return 0
     commit = git_commit()  # the code the cells run, not the code at the end
-    results = run_grid(compare_cells(args.methods, seeds, shared, args.runs), progress=not args.no_progress,
-                       desc="compare")
+    results = run_grid(cells, progress=not args.no_progress, desc="compare")
     measures = {m: measure_network(m, shared) for m in args.methods}
     first = next(iter(configs.values()))
     data = {
