@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+COCO_PERSON = 1  # COCO's category id of people (torchvision's detectors number their labels the same way)
 NMS_IOU = 0.5  # two boxes overlapping more than this are one person (the higher score is kept)
 MIN_SIZE_PX = 32  # boxes whose longer side is shorter than this are too small to fit a body in
 

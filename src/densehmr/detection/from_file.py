@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from densehmr.detection.boxes import Detections
+from densehmr.detection.boxes import COCO_PERSON, Detections
 
-COCO_PERSON = 1
 DEFAULT_SCORE_THRESHOLD = 0.5  # on the file's scores, usually a detector's probability
 
 

@@ -18,11 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from densehmr.detection.boxes import Detections, xyxy_to_xywh
+from densehmr.detection.boxes import COCO_PERSON, Detections, xyxy_to_xywh
 
 PAD_VALUE = 0.5
 DEFAULT_SCORE_THRESHOLD = 0.5
-COCO_PERSON = 1
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 
 
