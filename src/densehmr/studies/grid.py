@@ -2,7 +2,8 @@
 
 Each cell runs in its own process (`python -m densehmr.train ...`), so a crash, an out-of-memory kill or
 a stuck CUDA context ends that cell only. A cell whose run folder already holds a complete metrics.json
-from the same command is skipped, so running a grid again resumes it.
+from the same command (for an evaluation: made after its checkpoint) is skipped, so running a grid again
+resumes it.
 """
 
 from __future__ import annotations
@@ -119,10 +120,14 @@ def _cell_record(cell: Cell) -> dict:
 
 
 def is_finished(cell: Cell, record: dict | None = None) -> bool:
-    """metrics.json is complete and was made by this very command (a run folder made with other settings,
-    e.g. another training budget, does not count). `record`: the cell's cell.json if already read."""
+    """metrics.json is complete, was made by this very command (a run folder made with other settings,
+    e.g. another training budget, does not count) and is not older than the file the cell requires (an
+    evaluation of a checkpoint trained again since is stale). `record`: the cell's cell.json if already read."""
     recorded = (_cell_record(cell) if record is None else record).get("args")
-    return read_metrics(cell.metrics_path) is not None and recorded in (None, cell.args())
+    if read_metrics(cell.metrics_path) is None or recorded not in (None, cell.args()):
+        return False
+    return cell.requires is None or not Path(cell.requires).exists() or (
+        cell.metrics_path.stat().st_mtime >= Path(cell.requires).stat().st_mtime)
 
 
 def _set_aside(run_dir: Path) -> Path:
