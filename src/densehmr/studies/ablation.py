@@ -2,9 +2,11 @@
 [--tables t1,t2] [overrides...]` (`make ablation ARGS="<overrides>"`)
 
 The ablation tables of the seed papers, one per configs/sweeps/<study>.yaml (the same grids `make sweep`
-runs on W&B): every row is trained for each seed (or, for decoding-time options, the default model is
-re-evaluated), then results/ablation.json and results/ablation.md give mean ± std over seeds. A cell
-reached from two studies (e.g. the full MeshPose model) is trained once. Re-running skips finished cells.
+runs on W&B): every row is trained for each seed, then results/ablation.json and results/ablation.md give
+mean ± std over seeds. A grid's `evaluation_only` parameters (a decoding, say) are not trained: one model
+per seed is trained without them and its checkpoint evaluated once per value (`python -m densehmr.evaluate`),
+so those rows differ by the option alone. A cell reached from two studies (e.g. the full MeshPose model) is
+trained once. Re-running skips finished cells, evaluations included.
 """
 
 from __future__ import annotations
@@ -31,14 +33,12 @@ from densehmr.studies.common import (
     write_text,
 )
 from densehmr.studies.grid import EVALUATE, Cell, CellResult, hydra_string, read_metrics, run_grid, statuses, timing
-from densehmr.studies.sweep import SWEEPS_DIR, expand_grid, load_sweep, override, parameter_values
+from densehmr.studies.sweep import SWEEPS_DIR, evaluation_only, expand_grid, load_sweep, override, parameter_values
 from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
 
 STUDIES = ("meshpose_losses", "meshpose_uv_decoding", "vertexpose_vs_densereg", "pymaf_feedback", "pymaf_aux_iuv",
-           "dct_dense", "densereg_regression")
-# Options that act at inference only: the row re-evaluates the default model's checkpoint instead of training.
-EVAL_ONLY = frozenset({"meshpose.uv_decoding"})
-# The per-cell training budget: 20 trainings x 2 seeds and 6 re-evaluations in about 45 minutes on 2 cores
+           "dct_dense", "densereg_regression", "densereg_decode")
+# The per-cell training budget: 11 trainings x 2 seeds and 10 evaluations in about 45 minutes on 2 cores
 # (100 steps, a 9th of `make train`: the tables rank settings early in training); ARGS overrides it.
 BUDGET = ("trainer.max_steps=100", "trainer.max_time=00:00:03:00")
 DEFAULT_OVERRIDES = ("logger=csv", *BUDGET)
@@ -46,7 +46,8 @@ DEFAULT_OVERRIDES = ("logger=csv", *BUDGET)
 
 @dataclass(frozen=True)
 class Row:
-    """One row of a study's table: the method, its training overrides and its decoding-time overrides."""
+    """One row of a study's table: the method, its training overrides and its evaluation-only overrides
+    (none: the row's numbers are its training's test)."""
 
     label: str
     method: str
@@ -58,12 +59,13 @@ def study_rows(sweep: Mapping) -> list[Row]:
     """The sweep's grid without seeds, one Row per point; the label names the values that vary."""
     values = parameter_values(sweep)
     varying = [k for k, v in values.items() if len(v) > 1 and k != "seed"]
+    at_evaluation = evaluation_only(sweep)
     rows = []
     for point in expand_grid(sweep, exclude=("seed",)):
         method = point.pop("method")
         label = ", ".join(override(k, method if k == "method" else point[k]) for k in varying) or method
-        rows.append(Row(label, method, tuple(override(k, v) for k, v in point.items() if k not in EVAL_ONLY),
-                        tuple(override(k, v) for k, v in point.items() if k in EVAL_ONLY)))
+        rows.append(Row(label, method, tuple(override(k, v) for k, v in point.items() if k not in at_evaluation),
+                        tuple(override(k, v) for k, v in point.items() if k in at_evaluation)))
     return rows
 
 
@@ -84,6 +86,12 @@ def cell_name(method: str, overrides: Sequence[str]) -> str:
 def eval_run_id(overrides: Sequence[str]) -> str:
     """`meshpose.uv_decoding=closest` -> `uv_decoding_closest` (a folder name Hydra's grammar accepts)."""
     return "_".join(o.split("=", 1)[0].rsplit(".", 1)[-1] + "_" + o.split("=", 1)[1] for o in overrides)
+
+
+def trained_run(cell: Cell) -> Path:
+    """The run folder of the model behind a cell's numbers: its own for a training, the checkpoint's run for
+    an evaluation."""
+    return cell.requires.parent.parent if cell.entry == EVALUATE and cell.requires else cell.run_dir
 
 
 def plan(studies: Mapping[str, Mapping], seeds: Sequence[int] | None, shared: Sequence[str], runs: Path,
@@ -127,7 +135,9 @@ def study_results(tables: Mapping[str, list[tuple[Row, dict[int, Cell]]]], resul
             metrics = [m for c in done if (m := read_metrics(c.metrics_path)) is not None]
             entries[row.label] = {
                 **aggregate(metrics), "method": row.method, "overrides": [*row.train, *row.evaluate],
-                "seeds": [c.seed for c in done], "runs": [str(c.run_dir) for c in by_seed.values()],
+                "evaluation_only": list(row.evaluate), "seeds": [c.seed for c in done],
+                "runs": [str(c.run_dir) for c in by_seed.values()],
+                "trained_runs": [str(trained_run(c)) for c in by_seed.values()],
                 "commands": [c.command() for c in by_seed.values()],
             }
         values = parameter_values(studies[study])
@@ -137,10 +147,22 @@ def study_results(tables: Mapping[str, list[tuple[Row, dict[int, Cell]]]], resul
 
 
 NOTES = {
-    "meshpose_uv_decoding": "Not retrained: each row re-evaluates the same `meshpose` (all losses) checkpoint "
-                            "per seed with that decoding (`python -m densehmr.evaluate ...`).",
     "vertexpose_vs_densereg": "Compare MeshPose's VertexPose GPS AP with DenseReg's GPS AP (same backbone).",
 }
+EVALUATED = " †"
+
+
+def evaluation_note(rows: Mapping[str, Mapping]) -> str:
+    """The line saying which rows (marked †) are evaluations of the same trained models, or nothing."""
+    evaluated = [r for r in rows.values() if r.get("evaluation_only")]
+    if not evaluated:
+        return ""
+    options = dict.fromkeys(o.split("=", 1)[0] for r in evaluated for o in r["evaluation_only"])
+    models = dict.fromkeys(run for r in evaluated for run in r["trained_runs"])
+    return (f"{EVALUATED.strip()} Not trained per row: evaluations of the trained models ("
+            + ", ".join(f"`{m}`" for m in models) + ", one per seed) with "
+            + ", ".join(f"`{o}`" for o in options) + " set at evaluation (`python -m densehmr.evaluate`): "
+            "rows evaluating the same models differ by that option alone, not by training.")
 
 
 def markdown(data: Mapping) -> str:
@@ -152,9 +174,12 @@ def markdown(data: Mapping) -> str:
              "with more than one seed); AP ×100, errors in mm, — where the method has no such output.", ""]
     for study, entry in data["studies"].items():
         seeds = sorted({seed for row in entry["rows"].values() for seed in row["seeds"]})
+        rows = [(label + (EVALUATED if row.get("evaluation_only") else ""), row)
+                for label, row in entry["rows"].items()]
+        note = evaluation_note(entry["rows"])
         lines += [f"## {entry['title']}", "", f"Grid: `{entry['sweep']}`; finished seeds: "
                   f"{', '.join(map(str, seeds)) or 'none'}. {NOTES.get(study, '')}".rstrip(), "",
-                  markdown_table(list(entry["rows"].items()), METRIC_COLUMNS, "row")]
+                  markdown_table(rows, METRIC_COLUMNS, "row"), *([note, ""] if note else [])]
     lines += unfinished_lines(data["cells"], "## Cells that did not finish")
     return "\n".join(lines)
 
@@ -171,7 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     shared = [*DEFAULT_OVERRIDES, *args.overrides]
-    studies = {name: load_sweep(name) for name in names}
+    try:
+        studies = {name: load_sweep(name) for name in names}
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         cells, tables = plan(studies, args.seeds, shared, args.runs)
     except (HydraException, OmegaConfBaseException) as err:

@@ -164,6 +164,19 @@ def _num(key: str, value: float | None) -> str:
     return f"{value * (1 if _kind(key) == 'mm' else 100):+.1f}"
 
 
+def same_models(judged: Mapping) -> bool:
+    """Both sides of a judged check are evaluations of the same trained models (ablation rows of an
+    evaluation-only option, see densehmr.studies.ablation)."""
+    a, b = judged["a"], judged["b"]
+    return bool(a and b and a.get("evaluation_only") and b.get("evaluation_only")
+                and a.get("trained_runs") == b.get("trained_runs"))
+
+
+SAME_MODELS = ("† a and b are evaluations of the same trained models, one per seed, with only an evaluation "
+               "option changed: the gap is that option's alone, while the spread (each side's over seeds) also "
+               "holds training noise, so such a verdict errs towards inconclusive.")
+
+
 def claim_section(claim: Claim, results: Mapping[str, Mapping]) -> list[str]:
     judged = [judge(c, results) for c in claim.checks]
     lines = [f"## {claim.text}", "", f"Source: {claim.source}. **Verdict: {combine([j['verdict'] for j in judged])}**",
@@ -175,14 +188,15 @@ def claim_section(claim: Claim, results: Mapping[str, Mapping]) -> list[str]:
         relation = {"higher": ">", "lower": "<"}[c.better] if c.margin is None else (
             {"higher": "≥", "lower": "≤"}[c.better] + (f" (within {c.margin:.0%})" if c.margin else ""))
         name = f"{c.a.key}: {c.a.describe()} {relation} {c.b.describe()}" + (
-            f" ({c.b.key})" if c.b.key != c.a.key else "")
+            f" ({c.b.key})" if c.b.key != c.a.key else "") + (" †" if same_models(j) else "")
         cells = [format_value(e, r.key, _kind(r.key)) if e else "—" for e, r in ((j["a"], c.a), (j["b"], c.b))]
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {_num(c.a.key, j.get('gap'))} | "
                      f"{_num(c.a.key, j.get('tolerance')).lstrip('+')} | {j['verdict']} |")
         for ref in (c.a, c.b) if j["verdict"] != "no data" else ():
             commands[results.get(ref.source, {}).get("command", f"(no {ref.source}.json)")] = None
             runs.update(dict.fromkeys(cell_commands(ref, results)))
-    lines += ["", "Made by: " + ("; ".join(f"`{cmd}`" for cmd in commands) or "—"), ""]
+    lines += ["", *([SAME_MODELS, ""] if any(same_models(j) for j in judged) else []),
+              "Made by: " + ("; ".join(f"`{cmd}`" for cmd in commands) or "—"), ""]
     if runs:
         lines += ["<details><summary>the runs behind these numbers</summary>", "", *(f"- `{r}`" for r in runs), "",
                   "</details>", ""]

@@ -2,7 +2,10 @@
 configs/sweeps/<name>.yaml, run by a local agent.
 
 The sweep files are the one definition of the ablation grids: densehmr.studies.ablation reads them for
-`make ablation`, and `multirun_command` turns one into the equivalent Hydra multirun. Without W&B
+`make ablation`, and `multirun_command` turns one into the equivalent Hydra multirun. A grid may list, under
+`evaluation_only`, parameters that act only when a trained model is evaluated (a decoding, say): `make
+ablation` trains without them and evaluates each trained model once per value; W&B, which has no such runs,
+trains one model per value. Without W&B
 credentials (or with WANDB_MODE offline/disabled) the command prints one line saying what to do instead
 and exits 2; it never prompts.
 """
@@ -13,7 +16,7 @@ import argparse
 import itertools
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -28,13 +31,31 @@ def sweep_names() -> list[str]:
     return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
 
+EVALUATION_ONLY = "evaluation_only"
+# Parameters that pick the run itself, never an evaluation of it.
+RUN_PARAMETERS = ("method", "seed")
+
+
 def load_sweep(name: str | Path) -> dict:
-    """A sweep file by name (configs/sweeps/<name>.yaml) or path. Plain YAML: `${env}` in `command` is
-    W&B's macro, so OmegaConf (which would resolve it) is not used."""
+    """A sweep file by name (configs/sweeps/<name>.yaml) or path, its `evaluation_only` list checked. Plain
+    YAML: `${env}` in `command` is W&B's macro, so OmegaConf (which would resolve it) is not used."""
     path = Path(name) if str(name).endswith(".yaml") else SWEEPS_DIR / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no sweep {name!r}; known: {', '.join(sweep_names())}")
-    return yaml.safe_load(path.read_text())
+    sweep = yaml.safe_load(path.read_text())
+    listed = sweep.get(EVALUATION_ONLY, [])
+    allowed = [k for k in sweep["parameters"] if k not in RUN_PARAMETERS]
+    if not isinstance(listed, list):
+        raise ValueError(f"{path}: {EVALUATION_ONLY}: expected a list of parameters, got {listed!r}")
+    for key in listed:
+        if key not in allowed:
+            raise ValueError(f"{path}: {EVALUATION_ONLY}: {key!r} is not one of the grid's parameters {allowed}")
+    return sweep
+
+
+def evaluation_only(sweep: Mapping) -> tuple[str, ...]:
+    """The grid's parameters that act only at evaluation (its `evaluation_only` list; none by default)."""
+    return tuple(sweep.get(EVALUATION_ONLY, ()))
 
 
 def parameter_values(sweep: dict) -> dict[str, list]:
@@ -76,9 +97,11 @@ def multirun_command(sweep: dict, extra: Sequence[str] = (), python: str = "pyth
     return shlex.join([python, "-m", "densehmr.train", "-m", *args, *extra])
 
 
-def with_extra_args(sweep: dict, extra: Sequence[str]) -> dict:
-    """The sweep with fixed overrides appended to its command (e.g. the training budget)."""
-    return {**sweep, "command": [*sweep["command"], *extra]}
+def wandb_config(sweep: dict, extra: Sequence[str]) -> dict:
+    """The sweep as W&B takes it: fixed overrides (e.g. the training budget) appended to its command, and
+    without `evaluation_only`, which is this project's key, not W&B's."""
+    config = {k: v for k, v in sweep.items() if k != EVALUATION_ONLY}
+    return {**config, "command": [*sweep["command"], *extra]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.overrides = overrides
     try:
         sweep = load_sweep(args.name)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -107,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import wandb
 
     logger = compose_train(["logger=wandb"]).logger
-    sweep_id = wandb.sweep(with_extra_args(sweep, args.overrides), project=logger.project, entity=logger.entity)
+    sweep_id = wandb.sweep(wandb_config(sweep, args.overrides), project=logger.project, entity=logger.entity)
     wandb.agent(sweep_id, project=logger.project, entity=logger.entity, count=args.count)
     return 0
 
