@@ -1,20 +1,33 @@
 """The training pipeline end to end on a tiny generated dataset: configs compose, runs land where
-DESIGN says, broken configs fail with one clear line."""
+docs/architecture.md says ("Runs"), one step gives the loss terms the config asks for, broken configs
+fail with one clear line."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
+from densehmr.methods.registry import method_names
 from densehmr.train import CONFIG_DIR, train
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
-METHODS = sorted(p.stem for p in (ROOT / "configs" / "method").glob("*.yaml"))
+# Ablations that change something (full.yaml names the default and is empty).
+ABLATIONS = sorted(p.stem for p in (ROOT / "configs" / "ablation").glob("*.yaml") if OmegaConf.load(p))
+METHODS = method_names()
+# Terms that need an option beside a non-zero weight, as configs/method/<method>.yaml says.
+OPTION_GATED = {
+    ("meshpose", "upsampler"): lambda options: options["finetune_upsampler"],
+    ("pymaf", "aux_iuv"): lambda options: options["aux_iuv"],
+    ("densereg", "uv_bin"): lambda options: options["regression"] == "quantized",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +47,65 @@ def overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def run(cfg_overrides: list[str]) -> dict:
+def composed(cfg_overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=cfg_overrides)
-    return train(cfg)
+        return compose(config_name="train", overrides=cfg_overrides)
+
+
+def run(cfg_overrides: list[str]) -> dict:
+    return train(composed(cfg_overrides))
+
+
+class LossTermsRecorder(pl.Callback):
+    """Writes the first training step's loss and its logged weighted terms to `path` (JSON)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.path.exists():
+            return
+        prefix = "train/loss_"
+        terms = {k[len(prefix):]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+        self.path.write_text(json.dumps({"loss": float(outputs["loss"]), "terms": terms}))
+
+
+def expected_terms(cfg: DictConfig) -> set[str]:
+    """The loss terms a composed config switches on: those with a non-zero weight (DCT's dense term's
+    weight is its option dense_weight), less those whose option is off (OPTION_GATED)."""
+    name = cfg.method.name
+    options = {**cfg.method.module, **(cfg.get(name) or {})}
+    weights = dict(cfg.method.module.loss_weights)
+    if name == "dct":
+        weights["dense"] = options["dense_weight"]
+    return {t for t, w in weights.items() if w != 0 and OPTION_GATED.get((name, t), lambda _: True)(options)}
+
+
+def method_of(experiment: str) -> str:
+    """The method an experiment is for: the one its name contains (paper_dct, meshpose_xs)."""
+    found = [m for m in METHODS if m in experiment.split("_")]
+    assert len(found) == 1, f"configs/experiment/{experiment}.yaml names no single method: {found}"
+    return found[0]
+
+
+def one_step(data: Path, tmp_path: Path, *extra: str) -> tuple[dict, set[str]]:
+    """One training step under `extra`: the recorded loss and terms, and the terms its config expects."""
+    record = tmp_path / "step.json"
+    recorder = f"{{_target_:{__name__}.LossTermsRecorder,path:'{record}'}}"
+    args = overrides(data, tmp_path / "run", *extra, "trainer=cpu", "+trainer.fast_dev_run=1",
+                     "test_after_fit=false", "method.batch_size=2", f"trainer_extra.callbacks=[{recorder}]")
+    cfg = composed(args)
+    train(cfg)
+    return json.loads(record.read_text()), expected_terms(cfg)
+
+
+def assert_step(step: dict, expected: set[str]) -> None:
+    """A finite loss, the sum of exactly the expected terms, each supervised (non-zero: the synthetic
+    data carries every annotation) and finite."""
+    assert math.isfinite(step["loss"])
+    assert set(step["terms"]) == expected
+    assert all(math.isfinite(v) and v > 0 for v in step["terms"].values()), step["terms"]
+    assert step["loss"] == pytest.approx(sum(step["terms"].values()), rel=1e-4)
 
 
 @pytest.mark.slow
@@ -58,8 +126,16 @@ def test_each_method_trains_one_step_and_writes_its_run(method, tiny_data, tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_runs_one_step(experiment, tiny_data, tmp_path):
-    run(overrides(tiny_data, tmp_path / "run", f"experiment={experiment}", "trainer=cpu",
-                  "+trainer.fast_dev_run=1", "test_after_fit=false", "method.batch_size=2"))
+    step, expected = one_step(tiny_data, tmp_path, f"method={method_of(experiment)}", f"experiment={experiment}")
+    assert_step(step, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_every_ablation_runs_one_step_without_its_terms(ablation, tiny_data, tmp_path):
+    step, expected = one_step(tiny_data, tmp_path, "method=meshpose", f"ablation={ablation}", "image_size=[64,64]")
+    assert_step(step, expected)
+    assert {"vertex", "edge", "normal", "joints2d", "joints3d"} <= expected  # L3D is in every row
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
