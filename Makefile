@@ -79,7 +79,7 @@ sweep: setup ## W&B sweep SWEEP=<configs/sweeps/ name> run by a local agent (nee
 report: setup ## results/REPORT.md: the papers' claims against results/compare.json and results/ablation.json
 	$(PYTHON) -m densehmr.studies.report
 
-bench: setup ## speed, size and cost of every method and stage -> results/bench.{json,md} (QUICK=1: ~3 min; DEVICE=cuda|cpu)
+bench: setup ## speed, size and cost of every method and stage -> results/bench.{json,md} (QUICK=1: fewer backbones and repeats; DEVICE=cuda|cpu)
 	$(PYTHON) -m densehmr.bench $(if $(QUICK),--quick,) $(if $(DEVICE),--device $(DEVICE),)
 
 IMAGE ?=

@@ -46,7 +46,7 @@ XS_REFERENCE = (("pymaf", "resnet50"),)
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """One bench run: every method (None: every config under configs/method/, METHOD_ORDER first) with
+    """One bench run: every method (None: every config under configs/method/, in the registry's order) with
     every backbone, plus the (method, backbone) pairs in `extra` whose method is measured.
     isolate: each (method, backbone) in a fresh process (peak memory needs it).
     papers: the papers' own settings, measured for inference only (their crops make a CPU training step
@@ -67,7 +67,7 @@ class BenchSettings:
 
     @classmethod
     def quick_preset(cls, **changes) -> BenchSettings:
-        """About 2-3 minutes on 2 idle cores: MobileNetV3 (+ PyMAF-R50), few repeats, small stage sizes."""
+        """A short run: MobileNetV3 (+ PyMAF-R50), few repeats, small stage sizes."""
         return replace(
             cls(
                 quick=True,

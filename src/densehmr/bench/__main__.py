@@ -24,7 +24,7 @@ from densehmr.bench.stages import STAGE_ORDER  # noqa: E402
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m densehmr.bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="two backbones, few repeats (~2-3 min on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="two backbones, few repeats, small stage sizes")
     parser.add_argument("--out", type=Path, default=Path("results"), help="folder of bench.json and bench.md")
     parser.add_argument("--methods", nargs="+", help="default: every configs/method/*.yaml")
     parser.add_argument("--backbones", nargs="+", help="default: the preset's")

@@ -1,7 +1,8 @@
 """The targets the bench checks (pass/fail in the report; they never fail a test suite).
 
 Method targets are throughput ratios measured in the same run (the MeshPose paper's efficiency claim),
-judged on each model's fastest repeats; stage targets are those of issues 3 and 4, for 2 CPU cores.
+judged on each model's fastest repeats; stage targets bound the renderer, the synthetic generator, the
+DataModule and the DensePose evaluation on 2 CPU cores.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ A method implements three things and nothing else:
 - `forward(image) -> dict` of raw network outputs;
 - `loss_terms(out, batch) -> dict[name, scalar]` of *unweighted* loss terms; only terms whose weight in
   `loss_weights` is non-zero are asked for (`self.active(name)`), so a weight of 0 removes a term;
-- `predict(out, batch) -> Prediction`: what it has of DESIGN's prediction interface
-  (`iuv` (B,3,H,W) I,U,V per crop pixel; `mask` (B,H,W); `verts` (B,V,3) metres, camera frame, full mesh;
-  `kp2d` (B,17,3) COCO-17 crop px + score), plus optional extra IUV predictions under other metric prefixes.
+- `predict(out, batch) -> Prediction`: what it has of the prediction interface (`iuv` (B,3,H,W) I,U,V per
+  crop pixel; `mask` (B,H,W); `verts` (B,V,3) metres, camera frame, full mesh; `kp2d` (B,17,3) COCO-17 crop
+  px + score), plus optional extra IUV predictions under other metric prefixes.
 The base does the rest: weighting and logging each term, optimizers, shared metrics, pictures.
+The contracts (crop frame, batch keys, `Prediction`, loss terms, metric keys): docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from densehmr.optim import build_optimization
 
 log = logging.getLogger(__name__)
 
-# Metrics whose compute() is one number, and the name DESIGN gives it.
+# Metrics whose compute() is one number, and its key's last part (docs/architecture.md, "Metric keys").
 _SCALAR_METRIC_NAMES = {"mask": "iou"}
 
 
 @dataclass
 class Prediction:
-    """DESIGN's prediction interface; a method fills what it has."""
+    """The prediction interface every metric reads (docs/architecture.md, "`Prediction`"); a method fills
+    what it has."""
 
     iuv: Tensor | None = None
     mask: Tensor | None = None
@@ -91,7 +93,7 @@ class BaseMethod(pl.LightningModule, ABC):
 
     @abstractmethod
     def predict(self, out: dict, batch: dict) -> Prediction:
-        """DESIGN's prediction interface from the raw outputs."""
+        """The prediction interface from the raw outputs."""
 
     # ----------------------------------------------------------------- shared
     def network_input(self, batch: dict) -> Tensor:
@@ -218,7 +220,8 @@ class BaseMethod(pl.LightningModule, ABC):
                 m["mesh"].update(pred_verts=pred.verts[keep], gt_joints=batch["kp3d"][keep][..., :3])
 
     def log_metrics(self, stage: str) -> dict[str, float]:
-        """Compute, log under DESIGN's keys, reset. Returns the flat dict."""
+        """Compute, log under the metric keys (docs/architecture.md, "Metric keys"), reset. Returns the flat
+        dict."""
         m = self.metrics()
         flat: dict[str, float] = {}
         for key, metric in m.items():
@@ -231,7 +234,7 @@ class BaseMethod(pl.LightningModule, ABC):
             for name, value in _flatten(values).items():
                 flat[f"{prefix}/{name}"] = float(value)
             metric.reset()
-        # Test metrics carry DESIGN's bare keys (densepose/gps_ap, ...); validation ones a `val/` prefix.
+        # Test metrics carry the bare keys (densepose/gps_ap, ...); validation ones a `val/` prefix.
         keyed = {(k if stage == "test" else f"{stage}/{k}"): v for k, v in flat.items()}
         for k, v in keyed.items():
             self.log(k, v)

@@ -38,8 +38,8 @@ from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, mar
 
 STUDIES = ("meshpose_losses", "meshpose_uv_decoding", "vertexpose_vs_densereg", "pymaf_feedback", "pymaf_aux_iuv",
            "dct_dense", "densereg_regression", "densereg_decode")
-# The per-cell training budget: 11 trainings x 2 seeds and 10 evaluations in about 45 minutes on 2 cores
-# (100 steps, a 9th of `make train`: the tables rank settings early in training); ARGS overrides it.
+# The per-cell training budget, 100 steps (a 9th of `make train`: the tables rank settings early in
+# training) under a wall-clock guard; ARGS overrides it.
 BUDGET = ("trainer.max_steps=100", "trainer.max_time=00:00:03:00")
 DEFAULT_OVERRIDES = ("logger=csv", *BUDGET)
 
