@@ -105,7 +105,8 @@ def point_latest(run_dir: Path) -> None:
 
 
 def write_metrics(run_dir: Path, model: pl.LightningModule, metrics: dict[str, float]) -> Path:
-    """metrics.json: the test metrics under DESIGN's keys, validation ones under `val/`, and protocols."""
+    """metrics.json: the test metrics under their keys (docs/architecture.md, "Metric keys"), validation ones
+    under `val/`, and protocols."""
     payload = {k: float(v) for k, v in sorted(metrics.items())}
     metrics_modules = model.metrics() if hasattr(model, "metrics") else {}
     if "mesh" in metrics_modules and any(k.startswith("mesh/") for k in payload):
