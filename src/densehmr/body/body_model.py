@@ -57,21 +57,25 @@ class BodyModel(nn.Module):
         self.register_buffer("reg_coco17", body.regressors["coco17"].float(), persistent=False)
 
     def forward(self, rotmat: Tensor, betas: Tensor) -> BodyOutput:
-        """rotmat (B, 24, 3, 3) joint rotations (global orient first), betas (B, num_betas)."""
+        """rotmat (B, 24, 3, 3) joint rotations (global orient first), betas (B, num_betas); float32 outputs
+        whatever the autocast around the call."""
         dtype = self.reg_h36m17.dtype
-        out = self.smpl(
-            betas=betas.to(dtype),
-            global_orient=rotmat[:, :1].to(dtype),
-            body_pose=rotmat[:, 1:].to(dtype),
-            pose2rot=False,
-        )
-        verts = out.vertices
-        return BodyOutput(
-            vertices=verts,
-            joints_smpl24=out.joints[:, :NUM_JOINTS],
-            joints_h36m17=self.regress(verts, "h36m17"),
-            joints_coco17=self.regress(verts, "coco17"),
-        )
+        # Under bf16 autocast the blend shapes and skinning would run in bfloat16: 3 mm mean, 15 mm worst
+        # vertex error on synthetic people, a floor under every 3D loss and metric.
+        with torch.autocast(device_type=rotmat.device.type, enabled=False):
+            out = self.smpl(
+                betas=betas.to(dtype),
+                global_orient=rotmat[:, :1].to(dtype),
+                body_pose=rotmat[:, 1:].to(dtype),
+                pose2rot=False,
+            )
+            verts = out.vertices
+            return BodyOutput(
+                vertices=verts,
+                joints_smpl24=out.joints[:, :NUM_JOINTS],
+                joints_h36m17=self.regress(verts, "h36m17"),
+                joints_coco17=self.regress(verts, "coco17"),
+            )
 
     def regress(self, vertices: Tensor, name: str) -> Tensor:
         """Joints (B, J, 3) of vertices (B, V, 3) by the body regressor `name` ('h36m17' or 'coco17')."""
