@@ -1,13 +1,19 @@
-"""The 3D supervision of the mesh methods: the body model's precision under mixed precision."""
+"""The 3D supervision of the mesh methods: the body model's precision under mixed precision and the
+balance of DCT's parameter terms."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pytest
 import torch
+from omegaconf import OmegaConf
 
 from densehmr.body.body_model import BodyModel
 from densehmr.geometry.rotations import axis_angle_to_rotmat
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_body_model_poses_in_float32_under_bf16_autocast(body):
@@ -25,3 +31,13 @@ def test_body_model_poses_in_float32_under_bf16_autocast(body):
         got, want = getattr(mixed, name), getattr(reference, name)
         assert got.dtype == torch.float32, name
         assert (got - want).norm(dim=-1).max() < 1e-4, name  # metres
+
+
+def test_dct_weighs_a_beta_as_one_rotation_matrix_entry():
+    """DCT's trainer takes one MSE over the rotation-matrix entries and the betas together; split into a
+    pose mean over 24 x 9 entries and a betas mean over 10 coefficients, the weights must keep that
+    per-value balance (10 on both means made each beta weigh 21.6 matrix entries)."""
+    weights = OmegaConf.load(CONFIGS / "method" / "dct.yaml").method.module.loss_weights
+    per_entry = weights.pose / (24 * 9)
+    per_beta = weights.betas / 10
+    assert per_beta == pytest.approx(per_entry, rel=0.01)
