@@ -289,7 +289,9 @@ def test_pictures_are_uint8_panels(model, batch, tmp_path):
 
 
 # ----------------------------------------------------------------------------- overfit
-STEPS = 75
+# The regression branch spans the official MeshPose ranges (about 3x the crop), whose coarser bins need
+# more steps: 75 ended at the bound (3.5 px), 90 reach about 2.7 px.
+STEPS = 90
 
 
 @pytest.mark.slow
