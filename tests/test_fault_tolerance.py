@@ -280,16 +280,17 @@ def tiny_data(tmp_path_factory, body):
     return write_tiny_synthetic(tmp_path_factory.mktemp("synthetic"), body, train=6, val=2, size=64)
 
 
-class PauseOnce(pl.Callback):
-    """Test helper: at the start of training step `step`, the first time only (no `marker` file yet),
-    create `marker` and wait to be killed; the checkpoint of the step before is on disk by then."""
+class PauseAt(pl.Callback):
+    """Test helper: at the start of training step `s` for each s in `steps`, the first time only (no
+    `<markers>/<s>` file yet), create that file and wait to be killed."""
 
-    def __init__(self, step: int, marker: str) -> None:
-        self.step, self.marker = step, Path(marker)
+    def __init__(self, steps: list[int], markers: str) -> None:
+        self.steps, self.markers = set(steps), Path(markers)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step and not self.marker.exists():
-            self.marker.touch()
+        marker = self.markers / str(trainer.global_step)
+        if trainer.global_step in self.steps and not marker.exists():
+            marker.touch()
             time.sleep(600)
 
 
@@ -305,44 +306,71 @@ def _train_command(data: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def _progress(checkpoint: Path) -> tuple[int, int]:
-    """(epoch, batches started in it) recorded in a checkpoint."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    return state["epoch"], state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["ready"]
+# Three epochs of 4 steps. Validation (one batch) at steps 2 and 4 of every second epoch (steps 6 and 8);
+# a step checkpoint every 5 steps and one at each epoch end. Each kill leaves a different newest checkpoint:
+# (global step at the kill, step of the newest checkpoint, where the kill struck).
+KILLS = [
+    (4, 4, "right after the end of epoch 0, which has no validation"),
+    (6, 5, "right after a mid-epoch validation, whose step is lost"),
+    (8, 8, "right after the end of epoch 1 and its validation"),
+    (11, 10, "mid-epoch, one trained step lost"),
+]
+RESUME_SETTINGS = ("trainer.max_epochs=3", "trainer.limit_val_batches=1", "+trainer.val_check_interval=2",
+                   "trainer.check_val_every_n_epoch=2", "trainer_extra.checkpoint_every_n_steps=5",
+                   "logger=csv", "trainer.log_every_n_steps=1")
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.exists() or process.poll() is not None, f"no {path.name} within {timeout} s"
+
+
+def _metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_to_the_same_metrics_and_weights(tiny_data, tmp_path):
-    # The tests folder on the path: the killed run loads PauseOnce from this file.
+def test_a_run_killed_anywhere_resumes_to_the_same_metrics_logs_and_weights(tiny_data, tmp_path):
+    # The tests folder on the path: the killed run loads PauseAt from this file (whose import also sets
+    # torch's thread count in that process: the run must compute with the count it recorded anyway).
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT / "tests")}
-    whole, killed, marker = tmp_path / "whole", tmp_path / "killed", tmp_path / "paused"
-    pause = f"+trainer_extra.callbacks=[{{_target_:test_fault_tolerance.PauseOnce,step:6,marker:'{marker}'}}]"
+    whole, killed, markers = tmp_path / "whole", tmp_path / "killed", tmp_path / "paused"
+    markers.mkdir()
+    steps = ",".join(str(step) for step, _, _ in KILLS)
+    pause = f"+trainer_extra.callbacks=[{{_target_:test_fault_tolerance.PauseAt,steps:[{steps}],markers:'{markers}'}}]"
     quiet = dict(cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    a = subprocess.Popen(_train_command(tiny_data, whole), **quiet)
-    b = subprocess.Popen(_train_command(tiny_data, killed, pause), **quiet)
-    deadline = time.monotonic() + 600
-    while not marker.exists() and b.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    b.send_signal(signal.SIGKILL)
-    assert b.wait() == -signal.SIGKILL and marker.exists(), "the run ended before it could be killed"
+    a = subprocess.Popen(_train_command(tiny_data, whole, *RESUME_SETTINGS), **quiet)
+    b = subprocess.Popen(_train_command(tiny_data, killed, *RESUME_SETTINGS, pause), **quiet)
     last = killed / "checkpoints" / "last.ckpt"
-    assert _progress(last) == (1, 2)  # killed mid-epoch: 2 of epoch 1's 4 batches trained
-    assert not (killed / "metrics.json").exists()
-
-    resumed = subprocess.run([sys.executable, "-m", "densehmr.train", "method=dct", f"resume={killed}"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"Restoring states from the checkpoint path at {last}" in resumed.stdout + resumed.stderr
+    for step, saved_at, where in KILLS:
+        _wait_for(markers / str(step), b)
+        b.send_signal(signal.SIGKILL)
+        assert b.wait() == -signal.SIGKILL, f"the run ended before it could be killed at step {step}"
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        assert state["global_step"] == saved_at, where
+        assert not (killed / "metrics.json").exists()
+        b = subprocess.Popen([sys.executable, "-m", "densehmr.train", "method=dct", f"resume={killed}"],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = b.communicate(timeout=600)
+    assert b.returncode == 0, out[-2000:]
+    assert f"Restoring states from the checkpoint path at {last}" in out
     assert a.wait(timeout=600) == 0
 
     want = json.loads((whole / "metrics.json").read_text())
     got = json.loads((killed / "metrics.json").read_text())
-    assert "mesh/pve" in want and "densepose/gps_ap" in want
-    assert want == got
+    assert "mesh/pve" in want and "densepose/gps_ap" in want and "val/mesh/pve" in want
+    assert want.pop("run/wall_s") > 0 and got.pop("run/wall_s") > 0  # the only key a kill may change
+    assert want == got and want["run/steps"] == want["run/max_steps"] == 12
     final = sorted((whole / "checkpoints").glob("epoch=*.ckpt"))[-1].name
     w = torch.load(whole / "checkpoints" / final, weights_only=True)["state_dict"]
     k = torch.load(killed / "checkpoints" / final, weights_only=True)["state_dict"]
     assert w.keys() == k.keys() and all(torch.equal(w[n], k[n]) for n in w)
+    assert _metrics_rows(killed) == _metrics_rows(whole)  # every row logged before each kill, none twice
 
 
 def test_resume_refuses_a_folder_without_a_run_in_one_line(tmp_path):

@@ -1,20 +1,31 @@
-"""Evaluate a checkpoint: `python -m densehmr.evaluate method=<m> ckpt_path=<path> [data=...]`.
+"""Evaluate a checkpoint: `python -m densehmr.evaluate method=<m> ckpt_path=<path> [overrides]`.
 
-Writes `metrics.json` next to the checkpoint's run (`<run>/eval-<time>/metrics.json`).
+A checkpoint inside a run folder (`<run>/checkpoints/*.ckpt`) is evaluated under that run's config.yaml
+(precision, method options, data, thread count), with this command's overrides applied on top, so that it
+reproduces the test metrics of the run's metrics.json. A loose checkpoint is evaluated under this
+command's config. The checkpoint is verified first (densehmr.checkpoints). Writes
+`<run>/eval-<time>/metrics.json`.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-import torch
-from omegaconf import DictConfig
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
 
-from densehmr.runs import ConfigError, build_datamodule, build_method, write_metrics
+from densehmr.checkpoints import load_checkpoint
+from densehmr.fault import PinnedThreads
+from densehmr.runs import ConfigError, build_datamodule, build_method, intra_op_threads, write_metrics
 from densehmr.train import CONFIG_DIR, check_config_groups, fail_clearly
+
+# Keys that belong to this command, never taken from the run.
+_OWN_KEYS = ("ckpt_path", "run_id", "run_dir", "resume")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -23,17 +34,76 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise ConfigError(f"checkpoint not found: {ckpt}")
+    cfg = evaluation_config(cfg, ckpt)
+    state = load_checkpoint(ckpt)["state_dict"]
     model = build_method(cfg)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     model.load_state_dict(state)
     datamodule = build_datamodule(cfg)
-    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False, enable_checkpointing=False)
+    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
+                         logger=False, enable_checkpointing=False, callbacks=[PinnedThreads(intra_op_threads(cfg))])
     trainer.test(model, datamodule=datamodule)
     metrics = dict(getattr(model, "last_metrics", {}))
     out_dir = ckpt.parent.parent / f"eval-{cfg.run_id}"
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"metrics: {write_metrics(out_dir, model, metrics)}")
     return metrics
+
+
+def evaluation_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
+    """The config to evaluate `ckpt` under: its run's config.yaml, where the checkpoint sits in a run's
+    `checkpoints/` folder, with every setting this command changed from configs/train.yaml's defaults
+    (its overrides) set on top; else `cfg` itself."""
+    saved = ckpt.parent.parent / "config.yaml"
+    if ckpt.parent.name != "checkpoints" or not saved.is_file():
+        return cfg
+    run = OmegaConf.load(saved)
+    if run.method.name != cfg.method.name:
+        raise ConfigError(f"{ckpt} is a {run.method.name} checkpoint (its run's config.yaml), not {cfg.method.name}")
+    defaults = _flat(_default_config(cfg.method.name))
+    given = _flat(cfg)
+    for key in set(defaults) | set(given):
+        if key.split(".")[0] in _OWN_KEYS or defaults.get(key, _ABSENT) == given.get(key, _ABSENT):
+            continue
+        if key in given:
+            OmegaConf.update(run, key, given[key], force_add=True)
+        else:
+            _delete(run, key)
+    for key in _OWN_KEYS:
+        OmegaConf.update(run, key, cfg.get(key), force_add=True)
+    return run
+
+
+_ABSENT = object()
+
+
+def _default_config(method: str) -> DictConfig:
+    """configs/train.yaml for `method` with no other override."""
+    if GlobalHydra.instance().is_initialized():  # under @hydra.main
+        return compose(config_name="train", overrides=[f"method={method}"])
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=[f"method={method}"])
+
+
+def _flat(cfg: DictConfig) -> dict[str, Any]:
+    """Dotted key -> resolved value of every leaf (lists are leaves)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def _delete(cfg: DictConfig, key: str) -> None:
+    *parents, leaf = key.split(".")
+    node = OmegaConf.select(cfg, ".".join(parents)) if parents else cfg
+    if isinstance(node, DictConfig) and leaf in node:
+        del node[leaf]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

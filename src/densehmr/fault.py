@@ -2,13 +2,16 @@
 
 - `check_loss`: a NaN/Inf loss stops the run with a message naming the step and the term, or (policy
   "skip", `trainer_extra.nonfinite=skip`) skips the batch; `NonFinitePolicy` hands the policy to the method.
-- `AtomicCheckpointIO`: a checkpoint is written to a temporary file, synced, then renamed over the old one,
-  so a kill at any moment leaves either the previous or the new checkpoint, never half of one.
+- `AtomicCheckpointIO`: a checkpoint is sealed with a digest of its contents, written to a temporary file,
+  synced, then renamed over the old one, so a kill at any moment leaves either the previous or the new
+  checkpoint, never half of one; loading verifies it (densehmr.checkpoints).
 - Exact resumption: `EpochDraws` draws an epoch's training samples (and a seed for each one's
   augmentation) as a pure function of (seed, epoch), so a resumed epoch replays the same order and
   starts after the batches already trained on (`TrainPosition`); `SeededDraws` applies each draw's
   seed; `RandomState` puts the process's random generators back where they were at the checkpoint
-  (dropout and other in-step randomness).
+  (dropout and other in-step randomness); `PinnedThreads` computes with the thread count the run
+  recorded, because CPU kernels (oneDNN convolutions, ATen reductions) split their sums by thread and a
+  step under another count differs in the last bits, which training then amplifies.
 """
 
 from __future__ import annotations
@@ -24,8 +27,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loops.fit_loop import _FitLoop
+from pytorch_lightning.loops.loop import _Loop
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
+
+from densehmr.checkpoints import load_checkpoint, seal
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +92,11 @@ class NonFinitePolicy(pl.Callback):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file in the same folder, synced, then renamed into place."""
+    """Checkpoints sealed with a digest of their contents (densehmr.checkpoints), written to a temporary
+    file in the same folder, synced, then renamed into place; verified when Lightning loads them."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        checkpoint = seal(checkpoint)
         if "://" in str(path):  # remote storage: fsspec's own transaction
             super().save_checkpoint(checkpoint, path, storage_options)
             return
@@ -105,6 +115,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(path.parent)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location, weights_only)
+        return load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -146,6 +161,35 @@ class RandomState(pl.Callback):
             states = state_dict["cuda"]
             if len(states) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(states)
+
+
+class LastMetrics(pl.Callback):
+    """Keeps the method's latest evaluation metrics (`last_metrics`, what metrics.json reports) in each
+    checkpoint, so a resumed run reports a validation its killed process ran."""
+
+    def __init__(self) -> None:
+        self._module: pl.LightningModule | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._module = pl_module
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metrics": {k: float(v) for k, v in getattr(self._module, "last_metrics", {}).items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._module is not None and state_dict.get("metrics"):
+            self._module.last_metrics = dict(state_dict["metrics"])
+
+
+class PinnedThreads(pl.Callback):
+    """Sets torch's intra-op thread count to `threads` when the trainer sets up, in every process,
+    after anything imported while the run was built (a callback's module, a library) may have changed it."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = int(threads)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        torch.set_num_threads(self.threads)
 
 
 class Draw(int):
@@ -248,6 +292,76 @@ class TrainPosition(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.epoch, self.done = int(state_dict["epoch"]), int(state_dict["done"])
+
+
+class FinishedEpochFitLoop(_FitLoop):
+    """Lightning's fit loop, except that a checkpoint written at the end of an epoch resumes at the next
+    epoch's first batch under a step budget (`max_steps`) too.
+
+    Lightning marks every step-budgeted restore as restarting, even from a finished epoch; it then trains
+    one batch more in the finished epoch (drawn from the next one) and shifts every later epoch by it.
+    Restarting only from an unfinished epoch is what it already does for epoch budgets.
+    """
+
+    @property
+    def restarting(self) -> bool:
+        return self._restarting
+
+    @restarting.setter
+    def restarting(self, restarting: bool) -> None:
+        progress = self.epoch_progress.current
+        unfinished = progress.ready != progress.processed or progress.started != progress.processed
+        _Loop.restarting.fset(self, restarting and unfinished)
+
+
+def resume_finished_epochs(trainer: pl.Trainer) -> None:
+    """Give `trainer` a FinishedEpochFitLoop (before fitting), keeping its epoch loop and limits."""
+    old = trainer.fit_loop
+    loop = FinishedEpochFitLoop(trainer, min_epochs=old.min_epochs, max_epochs=old.max_epochs)
+    loop.epoch_loop = old.epoch_loop
+    trainer.fit_loop = loop
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """`last.ckpt` every `every_n_train_steps` training steps, written when a step is over.
+
+    A step's work may go on after its training batch (a validation, the epoch's end). Lightning resumes a
+    checkpoint written at the batch's end as if that work were done: it skips the validation (and the
+    end-of-epoch checkpoint). So a checkpoint falling due on such a step waits for the next step that ends
+    with its batch; the epoch's own checkpoint covers its end. Nothing is written when training ends:
+    Lightning's ModelCheckpoint would write `last.ckpt` then if it wrote none in this process, so a resumed
+    run would overwrite the end-of-epoch checkpoint with a copy labelled one epoch later.
+    """
+
+    def __init__(self, every_n_train_steps: int, **kwargs: Any) -> None:
+        super().__init__(every_n_train_steps=every_n_train_steps, save_last=True, save_top_k=0, **kwargs)
+        self._due = False
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if trainer.global_step % self._every_n_train_steps == 0:
+            self._due = True
+        if self._due and not _step_goes_on(trainer) and not self._should_skip_saving_checkpoint(trainer):
+            self._due = False  # before writing: the checkpoint holds this callback's state too
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "due": self._due}  # a checkpoint waiting for its step survives
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._due = bool(state_dict.get("due", False))
+
+
+def _step_goes_on(trainer: pl.Trainer) -> bool:
+    """Whether the step whose batch just ended still has work: a validation, or the end of the epoch
+    (its last batch, the step budget spent, a stop requested)."""
+    loop = trainer.fit_loop.epoch_loop
+    if loop._is_training_done or trainer.should_stop:
+        return True
+    return loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
 
 
 def resume_position(trainer: pl.Trainer | None) -> tuple[int, int]:

@@ -8,13 +8,24 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from densehmr import config_resolvers
-from densehmr.fault import AtomicCheckpointIO, NonFinitePolicy, RandomState, TrainPosition
+from densehmr.fault import (
+    AtomicCheckpointIO,
+    LastMetrics,
+    NonFinitePolicy,
+    PinnedThreads,
+    RandomState,
+    StepCheckpoint,
+    TrainPosition,
+    resume_finished_epochs,
+)
 from densehmr.files import atomic_write_bytes
+from densehmr.run_log import KeptRows, ResumableCSVLogger
 
 config_resolvers.register()
 
@@ -59,7 +70,7 @@ def build_logger(cfg: DictConfig, run_dir: Path):
     if kind == "none":
         return False
     if kind == "csv":
-        return pl.loggers.CSVLogger(save_dir=str(run_dir), name="", version="")
+        return ResumableCSVLogger(run_dir, resume=bool(cfg.get("resume")))
     if kind == "wandb":
         # Offline unless credentials exist: a run must never prompt or block on the network.
         have_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").exists()
@@ -69,8 +80,22 @@ def build_logger(cfg: DictConfig, run_dir: Path):
             project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(run_dir),
             name=f"{cfg.method.name}-{Path(run_dir).name}", tags=list(cfg.logger.tags), offline=mode != "online",
             config=OmegaConf.to_container(cfg, resolve=True),
+            # The run's recorded id: a resumed run continues the same W&B history (W&B drops the replayed
+            # steps it already has).
+            id=cfg.logger.get("id"), resume="allow" if cfg.logger.get("id") else None,
         )
     raise ConfigError(f"unknown logger kind {kind!r}: expected wandb, csv or none")
+
+
+def intra_op_threads(cfg: DictConfig) -> int:
+    """torch's intra-op thread count for the run: `trainer_extra.threads`, else torch's default on this
+    machine shared among the run's CPU processes (DDP on CPU runs one per device)."""
+    threads = (cfg.get("trainer_extra") or {}).get("threads")
+    if threads:
+        return int(threads)
+    devices = cfg.trainer.get("devices", 1)
+    local = devices if cfg.trainer.get("accelerator") == "cpu" and isinstance(devices, int) and devices > 1 else 1
+    return max(1, torch.get_num_threads() // local)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, logger) -> pl.Trainer:
@@ -78,21 +103,25 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger) -> pl.Trainer:
     `trainer_extra.checkpoint_every_n_steps` steps, for resuming mid-epoch) and fault handling."""
     extra = cfg.get("trainer_extra") or {}
     folder = str(run_dir / "checkpoints")
-    # Both write last.ckpt (no last-v1.ckpt beside it): at epoch ends, and every N steps.
-    callbacks = [ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=1, enable_version_counter=False)]
+    # Both write last.ckpt (no last-v1.ckpt beside it): at the end of every training epoch (after its
+    # validation, if it has one, and whether it has one or not: the last epoch's weights are always kept), and
+    # every N steps.
+    callbacks = [ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=1, save_on_train_epoch_end=True,
+                                 enable_version_counter=False)]
     every = int(extra.get("checkpoint_every_n_steps") or 0)
     if every > 0:
-        callbacks.append(ModelCheckpoint(
-            dirpath=folder, save_last=True, save_top_k=0, every_n_train_steps=every, enable_version_counter=False,
-        ))
-    callbacks += [NonFinitePolicy(extra.get("nonfinite", "raise")), RandomState(), TrainPosition()]
+        callbacks.append(StepCheckpoint(every, dirpath=folder, enable_version_counter=False))
+    callbacks += [NonFinitePolicy(extra.get("nonfinite", "raise")), RandomState(), TrainPosition(),
+                  PinnedThreads(intra_op_threads(cfg)), KeptRows(), LastMetrics()]
     callbacks += [instantiate(c) for c in extra.get("callbacks") or []]
     # Our train sampler replays an interrupted epoch (densehmr.fault), which this warning cannot know.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-    return instantiate(
+    trainer = instantiate(
         cfg.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()], enable_progress_bar=True,
     )
+    resume_finished_epochs(trainer)
+    return trainer
 
 
 def point_latest(run_dir: Path) -> None:
@@ -104,15 +133,17 @@ def point_latest(run_dir: Path) -> None:
     os.replace(tmp, link)
 
 
-def write_metrics(run_dir: Path, model: pl.LightningModule, metrics: dict[str, float]) -> Path:
+def write_metrics(run_dir: Path, model: pl.LightningModule, metrics: dict[str, float],
+                  record: dict | None = None) -> Path:
     """metrics.json: the test metrics under their keys (docs/architecture.md, "Metric keys"), validation ones
-    under `val/`, and protocols."""
+    under `val/`, protocols, and the training's record (`run/` keys: densehmr.run_record) when given."""
     payload = {k: float(v) for k, v in sorted(metrics.items())}
     metrics_modules = model.metrics() if hasattr(model, "metrics") else {}
     if "mesh" in metrics_modules and any(k.startswith("mesh/") for k in payload):
         payload["mesh/protocol"] = metrics_modules["mesh"].protocol
     if "densepose" in metrics_modules and any(k.startswith("densepose/") for k in payload):
         payload["densepose/protocol"] = metrics_modules["densepose"].protocol
+    payload.update(record or {})
     path = run_dir / "metrics.json"
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
     return path

@@ -12,6 +12,8 @@ import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+from densehmr.run_record import STOPPED_BY, TRUNCATED
+
 # (header, metric key, kind): kind says how to show the number (see `format_value`).
 Column = tuple[str, str, str]
 
@@ -28,6 +30,7 @@ METRIC_COLUMNS: tuple[Column, ...] = (
     ("PVE (mm)", "mesh/pve", "mm"),
 )
 MISSING = "—"
+TRUNCATED_MARK = "†"
 
 
 def _number(value) -> bool:
@@ -36,7 +39,8 @@ def _number(value) -> bool:
 
 def aggregate(runs: Sequence[Mapping]) -> dict:
     """Mean of every numeric metric over `runs` (one metrics dict per seed), `<key>_std` where >1 seed has
-    it, text metrics (e.g. `mesh/protocol`) kept when all seeds agree, and `n_seeds`."""
+    it, text metrics (e.g. `mesh/protocol`) kept when all seeds agree, `n_seeds`, and `truncated_seeds`
+    (how many seeds the wall-clock guard stopped before their step budget) where the runs record it."""
     keys = list(dict.fromkeys(k for run in runs for k in run))
     out: dict = {}
     for key in keys:
@@ -48,6 +52,8 @@ def aggregate(runs: Sequence[Mapping]) -> dict:
                 out[f"{key}_std"] = statistics.stdev(numbers)
         elif values and all(v == values[0] for v in values):
             out[key] = values[0]
+    if any(STOPPED_BY in run for run in runs):
+        out["truncated_seeds"] = sum(run.get(STOPPED_BY) == TRUNCATED for run in runs)
     out["n_seeds"] = len(runs)
     return out
 
@@ -72,13 +78,21 @@ def format_value(entry: Mapping, key: str, kind: str) -> str:
 
 def markdown_table(rows: Sequence[tuple[str, Mapping]], columns: Sequence[Column], first: str = "",
                    drop_empty: bool = True) -> str:
-    """A markdown table: one row per (label, entry); columns missing from every row are left out."""
+    """A markdown table: one row per (label, entry); columns missing from every row are left out. Rows with
+    seeds the wall-clock guard cut short are marked †, with a note under the table."""
     if drop_empty:
         columns = [c for c in columns if any(_number(entry.get(c[1])) for _, entry in rows)]
     lines = ["| " + " | ".join([first, *(c[0] for c in columns)]) + " |",
              "|" + "|".join("---" for _ in range(len(columns) + 1)) + "|"]
     for label, entry in rows:
-        lines.append("| " + " | ".join([label, *(format_value(entry, key, kind) for _, key, kind in columns)]) + " |")
+        name = f"{label} {TRUNCATED_MARK}" if entry.get("truncated_seeds") else label
+        lines.append("| " + " | ".join([name, *(format_value(entry, key, kind) for _, key, kind in columns)]) + " |")
+    cut = [(label, entry) for label, entry in rows if entry.get("truncated_seeds")]
+    if cut:
+        counts = [(label, f"{e['truncated_seeds']} of {e.get('n_seeds', '?')} seeds") for label, e in cut]
+        where = counts[0][1] if len(cut) == 1 else "; ".join(f"{label}: {n}" for label, n in counts)
+        lines += ["", f"{TRUNCATED_MARK} stopped by the wall-clock guard (trainer.max_time) before its step budget in "
+                      f"{where}: trained fewer steps than the other rows."]
     return "\n".join(lines) + "\n"
 
 
