@@ -26,7 +26,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from datamodules.collate import collate_samples
 from datamodules.dataset import DenseHMRDataset, FaceMapper, default_face_mappers
-from datamodules.errors import BadSampleLog, OnBadSample
+from datamodules.errors import BadSampleLog, DataError, OnBadSample
 from datamodules.readers import DensePoseCocoReader, SampleReader, SpinNpz, SpinNpzReader
 from datamodules.transforms import AugmentConfig, PelvisModel
 from densehmr.body.assets import Body
@@ -166,6 +166,9 @@ class DenseHMRDataModule(pl.LightningDataModule):
                 )
             )
             log.info("%s/%s: %d samples from %s", split, spec.name, len(reader), reader.source)
+            if len(reader) == 0:
+                skipped = f"; {sum(bad.counts.values())} skipped as bad: {dict(bad.counts)}" if bad.counts else ""
+                raise DataError.at(reader.source, "annotations", "no person to use", detail=f"{split} split{skipped}")
         self.load_skipped[split] = bad.counts
         if bad.counts:
             log.warning(
@@ -189,9 +192,14 @@ class DenseHMRDataModule(pl.LightningDataModule):
         # Draws and augmentations are a function of (seed, epoch), so a run resumed mid-epoch replays
         # the epoch from the batch it had reached (densehmr.fault).
         num_samples = int(self.samples_per_epoch or sizes.sum())
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if num_samples < self.batch_size * world:
+            sources = ", ".join(d.reader.source for d in datasets)
+            raise DataError(f"train split ({sources}): {num_samples} samples per epoch, fewer than one batch of "
+                            f"{self.batch_size * world}, so no step would train (incomplete batches are dropped); "
+                            "lower method.batch_size or raise data.samples_per_epoch", field="samples_per_epoch")
         sampler = EpochDraws(torch.from_numpy(per_sample / per_sample.sum()), num_samples, seed=self.seed)
         epoch, batches_done = resume_position(self.trainer)
-        world = self.trainer.world_size if self.trainer is not None else 1
         sampler.start(epoch, batches_done * self.batch_size * world)
         dataset = SeededDraws(ConcatDataset(datasets))
         return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -14,7 +15,8 @@ class DataError(Exception):
 
     The message names the file, the annotation id (when there is one) and the field. `reason` is a short
     category without values (e.g. "outside 1..24"), used to count skipped samples per reason.
-    Constructible from the message alone, so that DataLoader workers re-raise it with its own type.
+    Constructible from the message alone, so that DataLoader workers re-raise it with its own type: the
+    main process then gets only the worker's traceback text, from which the error's own line is restored.
     """
 
     def __init__(
@@ -26,6 +28,8 @@ class DataError(Exception):
         field: str | None = None,
         reason: str | None = None,
     ) -> None:
+        if file is None and _FROM_WORKER.match(message):
+            message = message.rsplit(_RAISED_LINE, 1)[-1].strip()
         super().__init__(message)
         self.file = file
         self.ann_id = ann_id
@@ -54,6 +58,12 @@ class DataError(Exception):
     def __reduce__(self):
         attrs = {"file": self.file, "ann_id": self.ann_id, "field": self.field, "reason": self.reason}
         return _rebuild, (str(self), attrs)
+
+
+# torch's DataLoader re-raises a worker's error as `type(error)("Caught <type> in DataLoader worker process
+# <n>.\nOriginal Traceback ...")`, whose last line is the error as Python prints it.
+_FROM_WORKER = re.compile(r"Caught DataError in DataLoader worker process \d+\.\n")
+_RAISED_LINE = f"\n{DataError.__module__}.{DataError.__qualname__}: "
 
 
 def _rebuild(message: str, attrs: dict) -> DataError:

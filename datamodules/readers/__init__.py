@@ -86,6 +86,14 @@ class SampleReader(Protocol):
     def raw(self, index: int) -> RawSample: ...
 
 
+# Bounds on what a person's annotation can hold, for values that are finite yet no person's (a 1e39 in a
+# file is finite in float64 and inf in the float32 samples): image coordinates within this many pixels of
+# the origin (no image is that wide), a body's confident 3D joints within this distance of their centre (a
+# standing adult spans < 2.5 m), camera-frame positions within this distance, axis-angle rotations within
+# two turns, SMPL shape coefficients (unit-variance PCA) within this magnitude.
+VALUE_BOUNDS = {"pixels": 1e5, "body_metres": 3.0, "camera_metres": 1e3, "rotation_rad": 4 * np.pi, "betas": 20.0}
+
+
 class PackedJSON:
     """JSON-able objects packed in one byte buffer, so DataLoader workers do not copy them on read
     (a list of Python objects is touched by reference counting and copied page by page)."""

@@ -382,6 +382,7 @@ class DensePoseCocoReader:
         area = np.asarray([np.nan if p.area is None else p.area for p in parsed], dtype=np.float64)
         given = np.asarray([p.area is not None for p in parsed])
         checks.append(("area", "not a finite non-negative number", given & ~(np.isfinite(area) & (area >= 0))))
+        checks.append(("area", "larger than the image", given & (area > sizes[:, 0] * sizes[:, 1])))
 
         has_kp = np.asarray([p.keypoints is not None for p in parsed])
         if has_kp.any():
@@ -390,7 +391,13 @@ class DensePoseCocoReader:
             bad_kp[has_kp] = ~np.isfinite(kp).reshape(len(kp), -1).all(1)
             bad_v = np.zeros(m, dtype=bool)
             bad_v[has_kp] = ~np.isin(kp[..., 2], (0, 1, 2)).all(1)
-            checks += [("keypoints", "not finite", bad_kp), ("keypoints", "visibility not 0, 1 or 2", bad_v)]
+            # Like polygons, keypoints stay within the image grown by its own size (a 1e39 is finite in
+            # float64, inf in the float32 samples).
+            hw = sizes[has_kp][:, None, ::-1]
+            far = np.zeros(m, dtype=bool)
+            far[has_kp] = ~((kp[..., :2] >= -hw) & (kp[..., :2] <= 2 * hw)).all((1, 2))
+            checks += [("keypoints", "not finite", bad_kp), ("keypoints", "visibility not 0, 1 or 2", bad_v),
+                       ("keypoints", "outside the image", far & ~bad_kp)]
 
         dense_owner = [i for i, p in enumerate(parsed) if p.dense is not None]
         if dense_owner:

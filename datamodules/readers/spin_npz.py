@@ -28,7 +28,7 @@ import numpy as np
 
 from datamodules.camera_fit import fit_translation, spin_camera
 from datamodules.errors import BadSampleLog, DataError
-from datamodules.readers import BodyTarget, RawSample
+from datamodules.readers import VALUE_BOUNDS, BodyTarget, RawSample
 from datamodules.readers.joints import (
     COCO17_FROM_SPIN24,
     H36M17_FROM_SPIN24,
@@ -59,6 +59,37 @@ _REQUIRED = ("imgname", "center", "scale")
 ID_FIELDS = ("ann_id", "annotIds")  # ours, EFT's
 # Gender codes carried by samples and batches.
 GENDERS = {"n": 0, "m": 1, "f": 2}
+
+
+def _range_checks(a: dict[str, np.ndarray], n: int, has_smpl: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+    """Finite values that are still no person's (a file's 1e39 overflows the float32 samples to inf): per
+    field, (field, reason, (N,) bool bad rows), with the bounds of readers.VALUE_BOUNDS."""
+    def beyond(values: np.ndarray, bound: float) -> np.ndarray:
+        return (np.abs(values.reshape(n, -1)) > bound).any(1)
+
+    px, far, body = VALUE_BOUNDS["pixels"], VALUE_BOUNDS["camera_metres"], VALUE_BOUNDS["body_metres"]
+    checks = [("center", f"beyond {px:g} px", beyond(a["center"], px)),
+              ("scale", f"a box beyond {px:g} px", a["scale"] * 200 > px)]
+    for key in ("part", "openpose"):
+        if key in a:
+            checks.append((key, f"beyond {px:g} px", beyond(a[key][..., :2], px)))
+    if "S" in a:
+        xyz, sure = a["S"][..., :3], a["S"][..., 3] > 0
+        centre = (xyz * sure[..., None]).sum(1) / np.maximum(sure.sum(1), 1)[:, None]
+        reach = np.where(sure, np.linalg.norm(xyz - centre[:, None], axis=-1), 0).max(1)
+        checks += [("S", f"beyond {far:g} m", beyond(xyz, far)),
+                   ("S", f"a joint over {body:g} m from the body's centre", reach > body)]
+    if "pose" in a:
+        turns = np.linalg.norm(a["pose"].reshape(n, 24, 3), axis=-1) > VALUE_BOUNDS["rotation_rad"]
+        checks.append(("pose", f"a rotation beyond {VALUE_BOUNDS['rotation_rad']:.4g} rad", has_smpl & turns.any(1)))
+    if "shape" in a:
+        betas = VALUE_BOUNDS["betas"]
+        checks.append(("shape", f"beyond ±{betas:g}", has_smpl & beyond(a["shape"], betas)))
+    if "cam_t" in a:
+        checks.append(("cam_t", f"beyond {far:g} m", beyond(a["cam_t"], far)))
+    if "cam_K" in a:
+        checks.append(("cam_K", f"beyond {px:g} px", beyond(a["cam_K"], px)))
+    return checks
 
 
 class SpinNpz:
@@ -108,6 +139,8 @@ class SpinNpz:
         if "cam_t" in arrays and "cam_K" not in arrays:
             raise self._error("cam_K", "missing field", detail="cam_t is given")
         n = arrays["imgname"].shape[0] if arrays["imgname"].ndim == 1 else -1
+        if n == 0:
+            raise self._error("imgname", "no rows", detail="the file holds no person")
         for key, array in arrays.items():
             shapes = [(n, *s) for s in _SHAPES[key]]
             if array.shape not in shapes:
@@ -168,6 +201,7 @@ class SpinNpz:
         if "cam_t" in a:
             t = a["cam_t"]
             checks.append(("cam_t", "not in front of the camera", ~(np.isfinite(t).all(1) & (t[:, 2] > 0))))
+        checks += _range_checks(a, n, has_smpl)
         valid = np.ones(n, dtype=bool)
         bad_rows = sorted({int(r) for _, _, bad in checks for r in np.flatnonzero(bad)})
         for row in bad_rows:

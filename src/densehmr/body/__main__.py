@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p_pic.add_argument("out", type=Path, nargs="?", default=Path("results/body/open_body.png"))
     args = parser.parse_args(argv)
     if args.command == "info":
-        info = body_info(args.name)
+        # smplx prints notices on stdout while the body loads; with --json only the JSON may go there.
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+            info = body_info(args.name)
         print(json.dumps(info) if args.json else json.dumps(info, indent=2))
     elif args.command == "export-eval-data":
         export_eval_data(args.name, args.out)
