@@ -91,3 +91,13 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path):
     other = compose_train(["method=dct", "logger=wandb"])
     record_run_settings(other)
     assert other.logger.id != cfg.logger.id
+
+
+def test_a_study_runs_an_interrupted_training_again(tmp_path):
+    from densehmr.studies.grid import read_metrics
+
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"run/steps": 40.0, "run/stopped_by": "interrupted"}))
+    assert read_metrics(path) is None
+    path.write_text(json.dumps({"run/steps": 40.0, "run/stopped_by": "nonfinite"}))  # it would diverge again
+    assert read_metrics(path) == {"run/steps": 40.0, "run/stopped_by": "nonfinite"}

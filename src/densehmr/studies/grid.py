@@ -102,12 +102,14 @@ def subprocess_runner(cell: Cell, log_path: Path) -> int:
 
 
 def read_metrics(path: Path) -> dict | None:
-    """metrics.json's dict, or None when it is missing, unreadable or empty (an unfinished run)."""
+    """metrics.json's dict, or None when it is missing, unreadable, empty or the record of an interrupted
+    training (an unfinished run)."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data else None
+    finished = isinstance(data, dict) and data and data.get("run/stopped_by") != "interrupted"
+    return data if finished else None
 
 
 def _cell_record(cell: Cell) -> dict:
