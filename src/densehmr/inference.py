@@ -9,7 +9,6 @@ the crop's intrinsics are the crop affine applied to the image's.
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from datamodules.crop import (
 )
 from datamodules.dataset import decode_reduction
 from datamodules.transforms import IMAGENET_MEAN, normalize_image
+from densehmr.checkpoints import CheckpointError, load_checkpoint
 from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.methods.registry import method_class, method_names
 
@@ -218,10 +218,9 @@ def load_method(
     run = Path(run) if run is not None else ckpt.resolve().parent.parent
     cfg = OmegaConf.load(run / "config.yaml") if (run / "config.yaml").is_file() else None
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"{ckpt}: unreadable checkpoint ({reason})") from exc
+        state = load_checkpoint(ckpt)  # verified: whole, unaltered, finite weights
+    except CheckpointError as exc:
+        raise ModelError(f"{ckpt}: unreadable checkpoint ({str(exc).split(': ', 1)[1]})") from exc
     if cfg is not None:
         if method is not None and cfg.method.name != method:
             raise ModelError(f"{ckpt}: a {cfg.method.name} checkpoint, not {method}")
