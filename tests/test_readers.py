@@ -102,7 +102,7 @@ def _smpl_npz(path: Path, ann_ids: list[int], rng: np.random.Generator, **overri
         "scale": np.full(n, 0.3),
         "pose": rng.normal(scale=0.2, size=(n, 72)),
         "shape": rng.normal(size=(n, 10)),
-        "S": np.concatenate([rng.normal(size=(n, 17, 3)), np.ones((n, 17, 1))], -1),
+        "S": np.concatenate([0.3 * rng.normal(size=(n, 17, 3)), np.ones((n, 17, 1))], -1),
         "part": np.concatenate([rng.uniform(0, 48, size=(n, 17, 2)), np.full((n, 17, 1), 2.0)], -1),
         "has_smpl": np.ones(n),
         "cam_K": np.tile(np.array([[500.0, 0, 32], [0, 500.0, 24], [0, 0, 1]]), (n, 1, 1)),

@@ -62,7 +62,7 @@ def test_a_run_stopped_by_the_wall_clock_says_so_last_in_its_log_and_in_metrics_
     last = caplog.records[-1]
     assert last.levelno == logging.WARNING and last.getMessage().startswith(
         f"TRUNCATED: training stopped at the wall-clock limit trainer.max_time=00:00:00:01 after "
-        f"{metrics['run/steps']} of 100000 steps")
+        f"{int(metrics['run/steps'])} of 100000 steps")
 
 
 def test_study_tables_mark_the_methods_a_wall_clock_guard_cut_short():
