@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import nbformat
@@ -11,19 +10,18 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-BUDGET_S = 120  # seconds per notebook, with slack for a busy machine
+CELL_TIMEOUT_S = 600  # a hung cell fails the test instead of the suite
 NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
-def execute(path: Path) -> tuple[nbformat.NotebookNode, float]:
-    """The notebook at `path` executed from its own folder (any cell's error raises), and the seconds taken."""
+def execute(path: Path) -> nbformat.NotebookNode:
+    """The notebook at `path` executed from its own folder (any cell's error raises)."""
     book = nbformat.read(path, as_version=4)
-    client = NotebookClient(book, timeout=BUDGET_S, kernel_name="python3",
+    client = NotebookClient(book, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     os.environ.setdefault("WANDB_MODE", "disabled")
-    start = time.monotonic()
     client.execute()
-    return book, time.monotonic() - start
+    return book
 
 
 def outputs(book: nbformat.NotebookNode, kind: str) -> list[str]:
@@ -73,7 +71,6 @@ def test_every_notebook_is_tested():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda path: path.stem)
 def test_notebook_runs_clean_and_shows_what_it_promises(path):
-    book, seconds = execute(path)
-    assert seconds < BUDGET_S
+    book = execute(path)
     assert any(cell.get("outputs") for cell in book.cells if cell.cell_type == "code"), "it shows nothing"
     PROMISES.get(path.stem, lambda _: None)(book)
