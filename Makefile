@@ -60,7 +60,7 @@ pretrain: data ## pretrain BACKBONE on the synthetic train split and ship it (re
 	$(PYTHON) -m densehmr.pretrain backbone=$(BACKBONE) $(ARGS)
 
 eval: setup ## evaluate CKPT of METHOD on the test split
-	$(PYTHON) -m densehmr.evaluate method=$(METHOD) ckpt_path=$(CKPT) $(ARGS)
+	$(PYTHON) -m densehmr.evaluate method=$(METHOD) "ckpt_path='$(CKPT)'" $(ARGS)
 
 SEEDS ?=
 TABLES ?=
