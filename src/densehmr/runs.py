@@ -25,6 +25,7 @@ from densehmr.fault import (
     resume_finished_epochs,
 )
 from densehmr.files import atomic_write_bytes
+from densehmr.memory_format import ChannelsLast
 from densehmr.run_log import KeptRows, ResumableCSVLogger
 
 config_resolvers.register()
@@ -113,6 +114,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger) -> pl.Trainer:
         callbacks.append(StepCheckpoint(every, dirpath=folder, enable_version_counter=False))
     callbacks += [NonFinitePolicy(extra.get("nonfinite", "raise")), RandomState(), TrainPosition(),
                   PinnedThreads(intra_op_threads(cfg)), KeptRows(), LastMetrics()]
+    if extra.get("channels_last", False):
+        callbacks.append(ChannelsLast())
     callbacks += [instantiate(c) for c in extra.get("callbacks") or []]
     # Our train sampler replays an interrupted epoch (densehmr.fault), which this warning cannot know.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
