@@ -38,38 +38,29 @@ from torch import Tensor
 from densehmr.body.assets import NUM_PARTS
 from densehmr.body.body_model import H36M_PELVIS, BodyModel
 from densehmr.body.mean_params import load_mean_params
-from densehmr.geometry.rotations import axis_angle_to_rotmat
 from densehmr.losses.dense_correspondence import dense_keypoint_l1
-from densehmr.losses.hmr import betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
-from densehmr.methods.base import BaseMethod, Prediction
-from densehmr.metrics.densepose_ap import GT_MASK
+from densehmr.methods.hmr_base import HMRMethod
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.hmr_regressor import HMRRegressor
-from densehmr.render import (
-    PerspectiveCamera,
-    mesh_to_iuv,
-    screen_to_iuv,
-    weak_perspective_project,
-    weak_perspective_to_screen,
-)
-from densehmr.render.cameras import crop_intrinsics, crop_translation
-from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, points_to_iuv, side_by_side
-from densehmr.viz.mesh_overlay import mesh_overlay
+from densehmr.render import PerspectiveCamera, mesh_to_iuv, weak_perspective_project
+from densehmr.viz.iuv import iuv_to_rgb
 
 IMAGE_CHANNELS = 3
-PICTURE_SAMPLES = 4
-# s below this would put the body behind the camera when the weak perspective becomes a translation.
+
+
 def encode_iuv(iuv: Tensor) -> Tensor:
     """Network input (B, 3, H, W) in [-1, 1] of IUV maps (B, 3, H, W) (I 0..24, U, V in [0, 1])."""
     scale = iuv.new_tensor([1.0 / NUM_PARTS, 1.0, 1.0])[:, None, None]
     return 2.0 * iuv * scale - 1.0
 
 
-class DCT(BaseMethod):
+class DCT(HMRMethod):
     """DCT on square person crops, with the body given by config (open body or SMPL)."""
 
     name = "dct"
-    default_densepose_protocol = GT_MASK  # its DensePose is its mesh, rendered: MeshPose's protocol
+    kp2d_norm = "l1"
+    kp2d_reduction = "per_sample"
+    kp3d_root = H36M_PELVIS
 
     def __init__(
         self,
@@ -96,9 +87,10 @@ class DCT(BaseMethod):
         if "dense" in weights:
             raise ValueError("the dense loss weight is the option dct.dense_weight, not loss_weights.dense")
         super().__init__(
-            body=body, loss_weights={**weights, "dense": dense_weight}, optimizer=optimizer,
-            scheduler=scheduler, image_size=image_size, log_images_every_n_steps=log_images_every_n_steps,
-            densepose_kappa=densepose_kappa, densepose_protocol=densepose_protocol,
+            default_focal=default_focal, body=body, loss_weights={**weights, "dense": dense_weight},
+            optimizer=optimizer, scheduler=scheduler, image_size=image_size,
+            log_images_every_n_steps=log_images_every_n_steps, densepose_kappa=densepose_kappa,
+            densepose_protocol=densepose_protocol,
         )
         if self.image_size[0] != self.image_size[1]:
             raise ValueError(f"DCT's weak perspective needs square crops, got image_size {self.image_size}")
@@ -106,7 +98,6 @@ class DCT(BaseMethod):
             raise ValueError("dct.iuv_checkpoint is only used with dct.iuv_input=true")
         self.save_hyperparameters()
         self.iuv_input = iuv_input
-        self.default_focal = default_focal * max(self.image_size)
 
         backbone_cfg = dict(backbone or {"name": "resnet18"})
         backbone_name = backbone_cfg.pop("name")
@@ -121,7 +112,6 @@ class DCT(BaseMethod):
             iterations=iterations,
         )
         self.body_model = BodyModel(self.body)
-        self.register_buffer("faces", self.body.faces.long().clone(), persistent=False)
         # Frozen and outside the module tree: neither trained, nor saved in DCT's checkpoints.
         self._densereg = (self._load_densereg(iuv_checkpoint),) if iuv_checkpoint is not None else ()
         self._warned_oracle = False
@@ -199,68 +189,17 @@ class DCT(BaseMethod):
 
     # ----------------------------------------------------------------- losses
     def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
-        half = self.image_size[1] / 2.0  # px per unit of HMR's [-1, 1] crop frame
-        terms: dict[str, Tensor] = {}
-        if self.active("kp2d"):
-            weight = (batch["kp2d"][..., 2] > 0) & batch["has_kp2d"][:, None]
-            terms["kp2d"] = keypoint_2d_loss(
-                out["kp2d"], batch["kp2d"][..., :2], weight, scale=half, norm="l1", reduction="per_sample"
-            )
-        if self.active("kp3d"):
-            weight = batch["kp3d"][..., 3] * batch["has_kp3d"][:, None]
-            terms["kp3d"] = keypoint_3d_loss(out["joints_h36m17"], batch["kp3d"][..., :3], weight, root=H36M_PELVIS)
-        if self.active("pose"):
-            pose = torch.cat([batch["global_orient"], batch["body_pose"]], 1).float()
-            gt_rotmat = axis_angle_to_rotmat(pose.view(-1, 24, 3))
-            terms["pose"] = rotation_matrix_loss(out["rotmat"], gt_rotmat, batch["has_smpl"])
-        if self.active("betas"):
-            terms["betas"] = betas_loss(out["betas"], batch["betas"], batch["has_smpl"])
+        terms = self.parametric_terms(out, batch, self.gt_rotmat(batch) if self.active("pose") else None)
         if self.active("dense"):
             verts_2d = weak_perspective_project(out["verts"], out["cam"], self.image_size[1])
             valid = batch["dp_valid"] & batch["has_dp"][:, None]
             terms["dense"] = dense_keypoint_l1(
-                verts_2d, self.faces, batch["dp_face"], batch["dp_bary"], batch["dp_xy"], valid, scale=half
+                verts_2d, self.faces, batch["dp_face"], batch["dp_bary"], batch["dp_xy"], valid,
+                scale=self.image_size[1] / 2.0,
             )
         return terms
 
-    # ----------------------------------------------------------------- predictions
-    def focal_principal(self, batch: dict) -> tuple[Tensor, Tensor]:
-        """(B, 2) focal and principal point, crop px: the sample's camera, or a default one centred."""
-        focal, principal, _ = crop_intrinsics(batch["cam_K"], self.image_size, self.default_focal, batch.get("has_cam"))
-        return focal, principal
-
-    def predict(self, out: dict, batch: dict) -> Prediction:
-        verts, cam = out["verts"], out["cam"]
-        screen = weak_perspective_to_screen(verts, cam, self.image_size[1])
-        focal, principal = self.focal_principal(batch)
-        transl = crop_translation(cam, focal, principal, self.image_size)
-        iuv = screen_to_iuv(screen, self.body.charts, self.image_size)
-        return Prediction(
-            iuv=iuv,
-            mask=(iuv[:, 0] > 0).to(iuv.dtype),  # the mesh's silhouette
-            verts=verts + transl[:, None],
-            kp2d=torch.cat([out["kp2d"], torch.ones_like(out["kp2d"][..., :1])], -1),
-        )
-
     # ----------------------------------------------------------------- pictures
-    @torch.no_grad()
-    def pictures(self, out: dict, batch: dict, pred: Prediction) -> dict[str, np.ndarray]:
-        """A row per sample: the image, its annotated DensePose points, the IUV input (iuv_input),
-        the predicted IUV and the predicted mesh over the image."""
-        n = min(PICTURE_SAMPLES, batch["image"].shape[0])
-        size = self.image_size
-        rows = []
-        for i in range(n):
-            image = denormalize_image(batch["image"][i, :IMAGE_CHANNELS])
-            valid = batch["dp_valid"][i]
-            points = points_to_iuv(
-                batch["dp_xy"][i][valid], batch["dp_I"][i][valid], batch["dp_U"][i][valid],
-                batch["dp_V"][i][valid], size,
-            )
-            screen = weak_perspective_to_screen(out["verts"][i : i + 1].float(), out["cam"][i : i + 1].float(), size[1])
-            panels = [image, iuv_to_rgb(points)]
-            if "iuv_map" in batch:
-                panels.append(iuv_to_rgb(batch["iuv_map"][i]))
-            panels += [iuv_to_rgb(pred.iuv[i]), mesh_overlay(image, screen[0], self.faces)]
-            rows.append(side_by_side(panels))
-        return {"iuv_mesh": np.concatenate(rows, axis=0)}
+    def picture_inputs(self, batch: dict, i: int) -> list[np.ndarray]:
+        """The IUV map sample i's IUV branch read (iuv_input)."""
+        return [iuv_to_rgb(batch["iuv_map"][i])] if "iuv_map" in batch else []

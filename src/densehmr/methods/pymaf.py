@@ -18,45 +18,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from densehmr.body.assets import FINE_TO_MASK14
 from densehmr.body.body_model import BodyModel
 from densehmr.body.mean_params import load_mean_params
-from densehmr.geometry.rotations import axis_angle_to_rotmat
-from densehmr.losses.hmr import (
-    betas_loss,
-    camera_scale_penalty,
-    keypoint_2d_loss,
-    keypoint_3d_loss,
-    rotation_matrix_loss,
-)
+from densehmr.losses.hmr import camera_scale_penalty
 from densehmr.losses.iuv_maps import iuv_map_losses
-from densehmr.methods.base import BaseMethod, Prediction
-from densehmr.metrics.densepose_ap import GT_MASK
+from densehmr.methods.hmr_base import HMRMethod
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.pymaf_head import PyMAFHead
-from densehmr.render import (
-    gt_mesh_iuv,
-    screen_to_iuv,
-    weak_perspective_to_screen,
-)
-from densehmr.render.cameras import crop_intrinsics, crop_translation
-from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, points_to_iuv, side_by_side
-from densehmr.viz.mesh_overlay import mesh_overlay
+from densehmr.render import gt_mesh_iuv
 
 # H36M-17 right and left hips: 3D joints are centred on their midpoint (PyMAF, SPIN).
 H36M_HIPS = (1, 4)
-PICTURE_SAMPLES = 4
 
 
-class PyMAF(BaseMethod):
+class PyMAF(HMRMethod):
     """PyMAF on person crops, with the body given by config (open body or SMPL)."""
 
     name = "pymaf"
-    default_densepose_protocol = GT_MASK  # its DensePose is its mesh, rendered: MeshPose's protocol
+    kp2d_norm = "l2"
+    kp2d_reduction = "pooled"
+    kp3d_root = H36M_HIPS
 
     def __init__(
         self,
@@ -85,15 +70,14 @@ class PyMAF(BaseMethod):
         densepose_protocol: str | None = None,
     ) -> None:
         super().__init__(
-            body=body, loss_weights=loss_weights, optimizer=optimizer, scheduler=scheduler,
-            image_size=image_size, log_images_every_n_steps=log_images_every_n_steps,
+            default_focal=default_focal, body=body, loss_weights=loss_weights, optimizer=optimizer,
+            scheduler=scheduler, image_size=image_size, log_images_every_n_steps=log_images_every_n_steps,
             densepose_kappa=densepose_kappa, densepose_protocol=densepose_protocol,
         )
         self.save_hyperparameters()
         # Without a weight the IUV head would be trained by nothing (and DDP rejects unused parameters).
         self.aux_iuv = aux_iuv and self.active("aux_iuv")
         self.aux_weights = {"part": aux_part_weight, "coarse": aux_coarse_weight, "uv": aux_uv_weight}
-        self.default_focal = default_focal * max(self.image_size)
         backbone_cfg = dict(backbone or {"name": "resnet18"})
         self.backbone = build_backbone(backbone_cfg.pop("name"), **backbone_cfg)
         self.head = PyMAFHead(
@@ -102,7 +86,6 @@ class PyMAF(BaseMethod):
             feedback=feedback, pyramid=pyramid, aux_iuv=self.aux_iuv, grid_size=grid_size, channels=channels,
             mlp_dims=tuple(mlp_dims), hidden=hidden, dropout=dropout,
         )
-        self.register_buffer("faces", self.body.faces.long().clone(), persistent=False)
         self.register_buffer("fine_to_mask14", torch.tensor(FINE_TO_MASK14), persistent=False)
 
     def forward(self, image: Tensor) -> dict:
@@ -111,30 +94,14 @@ class PyMAF(BaseMethod):
 
     # ----------------------------------------------------------------- losses
     def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
-        size = float(self.image_size[1])
-        has_smpl = batch["has_smpl"]
-        kp2d_weight = (batch["kp2d"][..., 2] > 0) & batch["has_kp2d"][:, None]
-        kp3d_weight = batch["kp3d"][..., 3] * batch["has_kp3d"][:, None]
-        gt_rotmat = None
-        if self.active("pose"):
-            pose = torch.cat([batch["global_orient"], batch["body_pose"]], dim=1).float()
-            gt_rotmat = axis_angle_to_rotmat(pose.view(-1, 24, 3))
+        gt_rotmat = self.gt_rotmat(batch) if self.active("pose") else None
         terms: dict[str, list[Tensor]] = {}
         for step in out["steps"]:
-            if self.active("kp2d"):
-                terms.setdefault("kp2d", []).append(
-                    keypoint_2d_loss(step["kp2d"], batch["kp2d"][..., :2], kp2d_weight, scale=size / 2, norm="l2")
-                )
-            if self.active("kp3d"):
-                terms.setdefault("kp3d", []).append(
-                    keypoint_3d_loss(step["joints_h36m17"], batch["kp3d"][..., :3], kp3d_weight, root=H36M_HIPS)
-                )
-            if self.active("pose"):
-                terms.setdefault("pose", []).append(rotation_matrix_loss(step["rotmat"], gt_rotmat, has_smpl))
-            if self.active("betas"):
-                terms.setdefault("betas", []).append(betas_loss(step["betas"], batch["betas"], has_smpl))
+            step_terms = self.parametric_terms(step, batch, gt_rotmat)
             if self.active("cam"):
-                terms.setdefault("cam", []).append(camera_scale_penalty(step["cam"]))
+                step_terms["cam"] = camera_scale_penalty(step["cam"])
+            for k, v in step_terms.items():
+                terms.setdefault(k, []).append(v)
         summed = {k: torch.stack(v).sum() for k, v in terms.items()}
         if self.aux_iuv:
             summed["aux_iuv"] = self.aux_iuv_loss(out["iuv"], batch)
@@ -149,52 +116,3 @@ class PyMAF(BaseMethod):
         iuv, keep = self.gt_iuv(batch, tuple(maps["part"].shape[-2:]))
         terms = iuv_map_losses(maps["part"], maps["coarse"], maps["u"], maps["v"], iuv, keep, self.fine_to_mask14)
         return sum(self.aux_weights[k] * v for k, v in terms.items())
-
-    # ----------------------------------------------------------------- predictions
-    def focal_principal(self, batch: dict) -> tuple[Tensor, Tensor]:
-        """(B, 2) focal and principal point, crop px: the sample's camera, or a default one centred."""
-        focal, principal, _ = crop_intrinsics(batch["cam_K"], self.image_size, self.default_focal, batch.get("has_cam"))
-        return focal, principal
-
-    def camera_translation(self, cam: Tensor, batch: dict) -> Tensor:
-        """Translation (B, 3) metres that makes the perspective camera of each crop reproduce the weak
-        perspective cam (B, 3) at the body's depth (the principal point may be off the crop centre)."""
-        focal, principal = self.focal_principal(batch)
-        return crop_translation(cam, focal, principal, self.image_size)
-
-    def predict(self, out: dict, batch: dict) -> Prediction:
-        verts, cam = out["verts"], out["cam"]
-        kp2d = torch.cat([out["kp2d"], torch.ones_like(out["kp2d"][..., :1])], dim=-1)
-        screen = weak_perspective_to_screen(verts, cam, self.image_size[1])
-        iuv = screen_to_iuv(screen, self.body.charts, self.image_size)
-        return Prediction(
-            iuv=iuv,
-            mask=(iuv[:, 0] > 0).to(iuv.dtype),  # the mesh's silhouette
-            verts=verts + self.camera_translation(cam, batch)[:, None],
-            kp2d=kp2d,
-        )
-
-    # ----------------------------------------------------------------- pictures
-    @torch.no_grad()
-    def pictures(self, out: dict, batch: dict, pred: Prediction) -> dict[str, np.ndarray]:
-        """A row per sample: the image, the GT IUV (rendered GT mesh, else the annotated points), the
-        predicted IUV and the predicted mesh over the image."""
-        n = min(PICTURE_SAMPLES, batch["image"].shape[0])
-        size = self.image_size
-        if "verts" in batch:
-            gt, rendered = self.gt_iuv(batch, size)
-        else:
-            gt, rendered = torch.zeros_like(pred.iuv), torch.zeros_like(batch["has_smpl"])
-        rows = []
-        for i in range(n):
-            image = denormalize_image(batch["image"][i])
-            if not bool(rendered[i]):
-                valid = batch["dp_valid"][i]
-                gt[i] = points_to_iuv(
-                    batch["dp_xy"][i][valid], batch["dp_I"][i][valid], batch["dp_U"][i][valid],
-                    batch["dp_V"][i][valid], size,
-                ).to(gt)
-            screen = weak_perspective_to_screen(out["verts"][i : i + 1].float(), out["cam"][i : i + 1].float(), size[1])
-            overlay = mesh_overlay(image, screen[0], self.faces)
-            rows.append(side_by_side([image, iuv_to_rgb(gt[i]), iuv_to_rgb(pred.iuv[i]), overlay]))
-        return {"iuv_mesh": np.concatenate(rows, axis=0)}

@@ -1,0 +1,122 @@
+"""What the body-parameter regressors (PyMAF, DCT) share: the crop camera, the parametric loss terms,
+the prediction from a weak-perspective estimate and its pictures.
+
+An estimate is a dict with `rotmat` (B, 24, 3, 3), `betas` (B, 10), `cam` (B, 3) weak perspective
+(s, tx, ty) of the crop, `verts` (B, V, 3) model frame metres, `joints_h36m17` (B, 17, 3) model frame
+metres and `kp2d` (B, 17, 2) crop px. A subclass says how its keypoint terms are normalized
+(`kp2d_norm`, `kp2d_reduction`, `kp3d_root`: its paper's trainer) and adds its own terms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from densehmr.geometry.rotations import axis_angle_to_rotmat
+from densehmr.losses.hmr import Norm, Reduction, betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
+from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.metrics.densepose_ap import GT_MASK
+from densehmr.render import gt_mesh_iuv, screen_to_iuv, weak_perspective_to_screen
+from densehmr.render.cameras import crop_intrinsics, crop_translation
+from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, points_to_iuv, side_by_side
+from densehmr.viz.mesh_overlay import mesh_overlay
+
+PARAMETRIC_TERMS = ("kp2d", "kp3d", "pose", "betas")
+PICTURE_SAMPLES = 4
+
+
+class HMRMethod(BaseMethod):
+    """A method whose output is an estimate of the body's parameters and a weak-perspective camera."""
+
+    default_densepose_protocol = GT_MASK  # its DensePose is its mesh, rendered: MeshPose's protocol
+    # Set by each subclass: the keypoint terms' normalization of its paper's trainer (densehmr.losses.hmr).
+    kp2d_norm: Norm
+    kp2d_reduction: Reduction
+    kp3d_root: int | tuple[int, ...]
+
+    def __init__(self, default_focal: float, **base) -> None:
+        """default_focal: focal in crop sizes where a sample has no camera; base: BaseMethod's arguments."""
+        super().__init__(**base)
+        self.default_focal = default_focal * max(self.image_size)
+        self.register_buffer("faces", self.body.faces.long().clone(), persistent=False)
+
+    # ----------------------------------------------------------------- losses
+    def gt_rotmat(self, batch: dict) -> Tensor:
+        """(B, 24, 3, 3) GT rotation matrices of the SMPL-format pose."""
+        pose = torch.cat([batch["global_orient"], batch["body_pose"]], 1).float()
+        return axis_angle_to_rotmat(pose.view(-1, 24, 3))
+
+    def parametric_terms(self, est: dict, batch: dict, gt_rotmat: Tensor | None) -> dict[str, Tensor]:
+        """The active ones of `kp2d` (COCO-17 in the crop's [-1, 1] frame), `kp3d` (root-centred H36M-17,
+        metres), `pose` (rotation matrices) and `betas` of one estimate; gt_rotmat from `gt_rotmat` (needed
+        only when `pose` is active)."""
+        terms: dict[str, Tensor] = {}
+        if self.active("kp2d"):
+            weight = (batch["kp2d"][..., 2] > 0) & batch["has_kp2d"][:, None]
+            terms["kp2d"] = keypoint_2d_loss(
+                est["kp2d"], batch["kp2d"][..., :2], weight, scale=self.image_size[1] / 2.0, norm=self.kp2d_norm,
+                reduction=self.kp2d_reduction,
+            )
+        if self.active("kp3d"):
+            weight = batch["kp3d"][..., 3] * batch["has_kp3d"][:, None]
+            terms["kp3d"] = keypoint_3d_loss(est["joints_h36m17"], batch["kp3d"][..., :3], weight, root=self.kp3d_root)
+        if self.active("pose"):
+            terms["pose"] = rotation_matrix_loss(est["rotmat"], gt_rotmat, batch["has_smpl"])
+        if self.active("betas"):
+            terms["betas"] = betas_loss(est["betas"], batch["betas"], batch["has_smpl"])
+        return terms
+
+    # ----------------------------------------------------------------- predictions
+    def focal_principal(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """(B, 2) focal and principal point, crop px: the sample's camera, or a default one centred."""
+        focal, principal, _ = crop_intrinsics(batch["cam_K"], self.image_size, self.default_focal, batch.get("has_cam"))
+        return focal, principal
+
+    def camera_translation(self, cam: Tensor, batch: dict) -> Tensor:
+        """Translation (B, 3) metres that makes the perspective camera of each crop reproduce the weak
+        perspective cam (B, 3) at the body's depth (the principal point may be off the crop centre)."""
+        focal, principal = self.focal_principal(batch)
+        return crop_translation(cam, focal, principal, self.image_size)
+
+    def predict(self, out: dict, batch: dict) -> Prediction:
+        """`verts` the estimate's mesh in the camera frame, `kp2d` its projected COCO-17 (score 1), `iuv` the
+        mesh rendered under the weak-perspective camera and `mask` its silhouette."""
+        verts, cam = out["verts"], out["cam"]
+        screen = weak_perspective_to_screen(verts, cam, self.image_size[1])
+        iuv = screen_to_iuv(screen, self.body.charts, self.image_size)
+        return Prediction(
+            iuv=iuv,
+            mask=(iuv[:, 0] > 0).to(iuv.dtype),
+            verts=verts + self.camera_translation(cam, batch)[:, None],
+            kp2d=torch.cat([out["kp2d"], torch.ones_like(out["kp2d"][..., :1])], -1),
+        )
+
+    # ----------------------------------------------------------------- pictures
+    def picture_inputs(self, batch: dict, i: int) -> list[np.ndarray]:
+        """Panels of what sample i's network input holds besides the image (none here)."""
+        return []
+
+    @torch.no_grad()
+    def pictures(self, out: dict, batch: dict, pred: Prediction) -> dict[str, np.ndarray]:
+        """A row per sample: the image, the GT IUV (rendered GT mesh, else the annotated points), the
+        inputs' panels, the predicted IUV and the predicted mesh over the image."""
+        n = min(PICTURE_SAMPLES, batch["image"].shape[0])
+        size = self.image_size
+        if "verts" in batch:
+            gt, rendered = gt_mesh_iuv(batch, self.body.charts, size, size)
+        else:
+            gt, rendered = torch.zeros_like(pred.iuv), torch.zeros_like(batch["has_smpl"])
+        rows = []
+        for i in range(n):
+            image = denormalize_image(batch["image"][i, :3])
+            if not bool(rendered[i]):
+                valid = batch["dp_valid"][i]
+                gt[i] = points_to_iuv(
+                    batch["dp_xy"][i][valid], batch["dp_I"][i][valid], batch["dp_U"][i][valid],
+                    batch["dp_V"][i][valid], size,
+                ).to(gt)
+            screen = weak_perspective_to_screen(out["verts"][i : i + 1].float(), out["cam"][i : i + 1].float(), size[1])
+            panels = [image, iuv_to_rgb(gt[i]), *self.picture_inputs(batch, i), iuv_to_rgb(pred.iuv[i])]
+            rows.append(side_by_side([*panels, mesh_overlay(image, screen[0], self.faces)]))
+        return {"iuv_mesh": np.concatenate(rows, axis=0)}
