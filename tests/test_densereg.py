@@ -22,7 +22,6 @@ from densehmr.losses.densepose import (
 )
 from densehmr.losses.quantize import decode, decode_hard, decode_soft, encode
 from densehmr.nn.heads.densepose_head import DensePoseHead
-from densehmr.render import gt_mesh_iuv
 from densehmr.viz.iuv import iuv_to_rgb, points_to_iuv
 
 WEIGHTS = {"part_ce": 1.0, "uv": 0.01, "uv_bin": 1.0, "coarse_seg": 5.0}
@@ -403,7 +402,7 @@ def test_rendered_supervision_is_zero_for_maps_equal_to_the_rendered_gt(batch):
     b = dict(batch)
     model.complete_batch(b)
     out = model(b["image"])
-    iuv, keep = gt_mesh_iuv(b, model.body.charts, (64, 64), tuple(out["part_logits"].shape[-2:]))
+    iuv, keep = model.gt_iuv(b, tuple(out["part_logits"].shape[-2:]))
     assert keep.all() and (iuv[:, 0] > 0).sum() > 100
     part = iuv[:, 0].long()
     perfect = {

@@ -10,6 +10,7 @@ from trimesh.ray.ray_triangle import RayMeshIntersector
 from densehmr.body.assets import Charts
 from densehmr.render import (
     PerspectiveCamera,
+    gt_mesh_iuv,
     mesh_to_iuv,
     rasterize,
     render_iuv,
@@ -298,6 +299,27 @@ def test_mesh_to_iuv_matches_analytic_uv():
     assert (iuv[0][outside] == 0).all()
     torch.testing.assert_close(iuv[1][inside], u[inside].float(), atol=1e-4, rtol=0)
     torch.testing.assert_close(iuv[2][inside], v[inside].float(), atol=1e-4, rtol=0)
+
+
+def test_gt_mesh_iuv_on_a_coarser_grid_and_only_where_a_sample_has_a_mesh_and_camera():
+    verts, charts, origin, a, b = _tilted_quad()
+    crop, size = 40, 20
+    k = torch.tensor([[50.0, 0.0, crop / 2], [0.0, 50.0, crop / 2], [0.0, 0.0, 1.0]])
+    cam_k = torch.stack([k, k, torch.zeros(3, 3)])  # the third sample has no camera
+    has_mesh = torch.tensor([True, False, True])
+    iuv, keep = gt_mesh_iuv(verts[None].float().expand(3, -1, -1), cam_k, has_mesh, charts, (crop, crop), (size, size))
+    assert keep.tolist() == [True, False, False]
+    assert (iuv[1:] == 0).all() and iuv.isfinite().all()
+    # Each grid cell's centre is a crop point: (j + 0.5) crop / size px. The plane's (u, v) seen there:
+    rows, cols = torch.meshgrid((torch.arange(size) + 0.5) * crop / size, (torch.arange(size) + 0.5) * crop / size,
+                                indexing="ij")
+    d = torch.stack([(cols - crop / 2) / 50.0, (rows - crop / 2) / 50.0, torch.ones_like(rows)], -1)
+    system = torch.stack([a.expand(size, size, 3), b.expand(size, size, 3), -d.double()], -1)
+    u, v, _ = torch.linalg.solve(system, -origin.expand(size, size, 3)).unbind(-1)
+    inside = (u > 1e-3) & (u < 1 - 1e-3) & (v > 1e-3) & (v < 1 - 1e-3)
+    assert inside.sum() > 50
+    torch.testing.assert_close(iuv[0, 1][inside], u[inside].float(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(iuv[0, 2][inside], v[inside].float(), atol=1e-4, rtol=0)
 
 
 def test_screen_to_iuv_and_render_iuv_on_an_affine_quad():

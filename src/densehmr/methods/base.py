@@ -27,6 +27,8 @@ from densehmr.fault import check_loss
 from densehmr.metrics import DensePoseAP, KeypointAP, MaskIoU, MeshError
 from densehmr.metrics.densepose_ap import PROTOCOLS, UNMASKED
 from densehmr.optim import build_optimization
+from densehmr.render import gt_mesh_iuv
+from densehmr.viz.iuv import annotated_iuv
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +278,12 @@ class BaseMethod(pl.LightningModule, ABC):
                 global_orient=batch["global_orient"].float(),
             ).vertices
 
+    def gt_iuv(self, batch: dict, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """IUV (B, 3, h, w) of the GT meshes (`verts`) rendered by their crop cameras on an (h, w) grid over
+        the crop, and which samples (B,) have one (SMPL parameters and a camera): `render.gt_mesh_iuv`."""
+        has_mesh = batch["has_smpl"] & batch["has_cam"]
+        return gt_mesh_iuv(batch["verts"], batch["cam_K"], has_mesh, self.body.charts, self.image_size, size)
+
     # ----------------------------------------------------------------- optim
     def configure_optimizers(self):
         def total_steps() -> int:
@@ -294,6 +302,16 @@ class BaseMethod(pl.LightningModule, ABC):
         from densehmr.viz.logging import log_images
 
         log_images(self, images, stage)
+
+    def picture_gt_iuv(self, batch: dict, n: int) -> Tensor:
+        """(n, 3, H, W) CPU IUV maps of the first n samples' ground truth for pictures: the GT mesh rendered
+        where a sample has one and a camera, else its annotated points."""
+        size = self.image_size
+        gt = torch.stack([annotated_iuv(batch, i, size) for i in range(n)])
+        if "verts" in batch:
+            rendered, keep = self.gt_iuv({k: v[:n] for k, v in batch.items() if isinstance(v, Tensor)}, size)
+            gt = torch.where(keep.cpu()[:, None, None, None], rendered.cpu(), gt)
+        return gt
 
 
 def _to_float(values):

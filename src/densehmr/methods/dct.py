@@ -42,7 +42,7 @@ from densehmr.losses.dense_correspondence import dense_keypoint_l1
 from densehmr.methods.hmr_base import HMRMethod
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.hmr_regressor import HMRRegressor
-from densehmr.render import PerspectiveCamera, mesh_to_iuv, weak_perspective_project
+from densehmr.render import weak_perspective_project
 from densehmr.viz.iuv import iuv_to_rgb
 
 IMAGE_CHANNELS = 3
@@ -169,23 +169,13 @@ class DCT(HMRMethod):
                 )
                 self._warned_oracle = True
             if "verts" in batch:
-                iuv, rendered = self.gt_iuv(batch)
+                iuv, rendered = self.gt_iuv(batch, self.image_size)
         if self._densereg and not bool(rendered.all()):
             densereg = self._densereg[0].to(image.device)
             with torch.no_grad():
                 predicted = densereg.predict(densereg(image), {"image": image}).iuv
             iuv = torch.where(rendered[:, None, None, None], iuv, predicted.to(iuv))
         return iuv
-
-    def gt_iuv(self, batch: dict) -> tuple[Tensor, Tensor]:
-        """IUV (B, 3, H, W) of the GT meshes rendered by their cameras (empty where a sample has none),
-        and which samples (B,) have one (SMPL parameters and a camera)."""
-        k = batch["cam_K"].float()
-        keep = batch["has_smpl"] & batch.get("has_cam", batch["has_smpl"]) & (k[:, 0, 0] > 0)
-        camera = PerspectiveCamera(k[:, [0, 1], [0, 1]].clamp(min=1e-6), k[:, :2, 2])
-        with torch.no_grad():
-            iuv = mesh_to_iuv(batch["verts"].float(), self.body.charts, camera, self.image_size)
-        return torch.where(keep[:, None, None, None], iuv, 0.0), keep
 
     # ----------------------------------------------------------------- losses
     def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:

@@ -30,8 +30,7 @@ from densehmr.losses.quantize import DECODE_MODES, decode
 from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.densepose_head import DensePoseHead
-from densehmr.render import PerspectiveCamera, gt_mesh_iuv, mesh_to_iuv
-from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, points_to_iuv, side_by_side
+from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, side_by_side
 
 REGRESSIONS = ("direct", "quantized")
 SUPERVISIONS = ("points", "rendered")
@@ -160,7 +159,7 @@ class DenseReg(BaseMethod):
     def rendered_points(self, batch: dict, size: tuple[int, int]) -> dict[str, Tensor]:
         """Every pixel centre of an (h, w) grid over the crop as a point (B, h*w, ...), crop px, labelled
         by the GT mesh's rendered IUV; valid on the body of samples that have a rendered mesh."""
-        iuv, keep = gt_mesh_iuv(batch, self.body.charts, self.image_size, size)
+        iuv, keep = self.gt_iuv(batch, size)
         h, w = size
         ys, xs = torch.meshgrid(torch.arange(h, device=iuv.device), torch.arange(w, device=iuv.device), indexing="ij")
         crop_h, crop_w = self.image_size
@@ -203,27 +202,9 @@ class DenseReg(BaseMethod):
         """One picture, a row per sample: the image, the ground truth (the GT mesh rendered with the
         body's charts when the sample has one and a camera, else its annotated points), the prediction."""
         n = min(PICTURE_SAMPLES, batch["image"].shape[0])
-        size = tuple(batch["image"].shape[-2:])
-        gt = self._ground_truth_iuv(batch, n, size)
+        gt = self.picture_gt_iuv(batch, n)
         rows = [
             side_by_side([denormalize_image(batch["image"][i]), iuv_to_rgb(gt[i]), iuv_to_rgb(pred.iuv[i])])
             for i in range(n)
         ]
         return {"iuv": np.concatenate(rows, axis=0)}
-
-    def _ground_truth_iuv(self, batch: dict, n: int, size: tuple[int, int]) -> Tensor:
-        """(n, 3, H, W) CPU IUV maps of the first n samples' ground truth."""
-        gt = torch.stack([
-            points_to_iuv(
-                batch["dp_xy"][i][batch["dp_valid"][i]], batch["dp_I"][i][batch["dp_valid"][i]],
-                batch["dp_U"][i][batch["dp_valid"][i]], batch["dp_V"][i][batch["dp_valid"][i]], size,
-            )
-            for i in range(n)
-        ])
-        rendered = batch["has_smpl"][:n] & batch.get("has_cam", batch["has_smpl"])[:n]
-        if "verts" in batch and rendered.any():
-            keep = rendered.nonzero().squeeze(1)
-            k = batch["cam_K"][keep].float()
-            camera = PerspectiveCamera(torch.stack([k[:, 0, 0], k[:, 1, 1]], -1), k[:, :2, 2])
-            gt[keep.cpu()] = mesh_to_iuv(batch["verts"][keep].float(), self.body.charts, camera, size).cpu()
-        return gt

@@ -17,9 +17,9 @@ from densehmr.geometry.rotations import axis_angle_to_rotmat
 from densehmr.losses.hmr import Norm, Reduction, betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
 from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.metrics.densepose_ap import GT_MASK
-from densehmr.render import gt_mesh_iuv, screen_to_iuv, weak_perspective_to_screen
+from densehmr.render import screen_to_iuv, weak_perspective_to_screen
 from densehmr.render.cameras import crop_intrinsics, crop_translation
-from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, points_to_iuv, side_by_side
+from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, side_by_side
 from densehmr.viz.mesh_overlay import mesh_overlay
 
 PARAMETRIC_TERMS = ("kp2d", "kp3d", "pose", "betas")
@@ -103,19 +103,10 @@ class HMRMethod(BaseMethod):
         inputs' panels, the predicted IUV and the predicted mesh over the image."""
         n = min(PICTURE_SAMPLES, batch["image"].shape[0])
         size = self.image_size
-        if "verts" in batch:
-            gt, rendered = gt_mesh_iuv(batch, self.body.charts, size, size)
-        else:
-            gt, rendered = torch.zeros_like(pred.iuv), torch.zeros_like(batch["has_smpl"])
+        gt = self.picture_gt_iuv(batch, n)
         rows = []
         for i in range(n):
             image = denormalize_image(batch["image"][i, :3])
-            if not bool(rendered[i]):
-                valid = batch["dp_valid"][i]
-                gt[i] = points_to_iuv(
-                    batch["dp_xy"][i][valid], batch["dp_I"][i][valid], batch["dp_U"][i][valid],
-                    batch["dp_V"][i][valid], size,
-                ).to(gt)
             screen = weak_perspective_to_screen(out["verts"][i : i + 1].float(), out["cam"][i : i + 1].float(), size[1])
             panels = [image, iuv_to_rgb(gt[i]), *self.picture_inputs(batch, i), iuv_to_rgb(pred.iuv[i])]
             rows.append(side_by_side([*panels, mesh_overlay(image, screen[0], self.faces)]))

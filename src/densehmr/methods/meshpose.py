@@ -35,12 +35,13 @@ from torch import Tensor, nn
 from densehmr.geometry.argsoftmax import spatial_softmax
 from densehmr.geometry.uv_decoding import MODES, UVDecoder
 from densehmr.losses import meshpose as L
+from densehmr.losses.densepose import sample_at_points
 from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.metrics.densepose_ap import GT_MASK
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.lifting import OFFICIAL_X_RANGE, OFFICIAL_Y_RANGE, OFFICIAL_Z_RANGE, LiftingHead
 from densehmr.nn.heads.vertexpose import MaskHead, StrideFourNeck, VertexPoseHead
-from densehmr.render import PerspectiveCamera, mesh_to_iuv, screen_to_iuv, soft_silhouette
+from densehmr.render import screen_to_iuv, soft_silhouette
 from densehmr.render.cameras import crop_intrinsics
 from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, side_by_side
 from densehmr.viz.mesh_overlay import heatmap_overlay, mesh_overlay, side_view
@@ -233,7 +234,7 @@ class MeshPose(BaseMethod):
             corners = self.faces_low[batch["dp_face_low"].clamp(min=0)]  # (B, P, 3)
             bary = batch["dp_bary_low"].float()
         if self.active("barycentric"):
-            logits = _sample_at(out["heatmaps"], batch["dp_xy"].float(), batch["image"].shape[-2:])
+            logits = sample_at_points(out["heatmaps"], batch["dp_xy"].float(), batch["image"].shape[-2:])
             log_q = torch.log_softmax(logits[valid], dim=-1)
             terms["barycentric"] = L.barycentric_cross_entropy(log_q, corners[valid], bary[valid])
         if self.active("consistency"):
@@ -374,12 +375,7 @@ class MeshPose(BaseMethod):
         num_low = heat.shape[0]
         xy = out["xy_heatmap"][0]
         shown = [round(k * (num_low - 1) / (PICTURE_VERTICES - 1)) for k in range(PICTURE_VERTICES)]
-        focal, principal, has_cam = self._focal_principal(batch)
-        if "verts" in batch and bool(batch["has_smpl"][0]) and bool(has_cam[0]):
-            camera = PerspectiveCamera(focal[:1], principal[:1])
-            gt_iuv = mesh_to_iuv(batch["verts"][:1].float(), self.body.charts, camera, size)[0]
-        else:
-            gt_iuv = torch.zeros_like(pred.iuv[0])
+        gt_iuv = self.picture_gt_iuv(batch, 1)[0]
         verts_px = self.upsample(out["verts_low"][:1].float())[0]
         vertexpose_iuv = pred.extra_iuv["vertexpose/densepose"][0]
         faces = self.faces_full
@@ -404,13 +400,6 @@ def _to_pixel_space(points: Tensor, root_depth: Tensor, focal: Tensor, principal
 def _edge_length_sum(verts: Tensor, edges: Tensor) -> Tensor:
     """(B,) summed edge lengths of meshes (B, v, 3)."""
     return (verts[:, edges[:, 0]] - verts[:, edges[:, 1]]).norm(dim=-1).sum(-1)
-
-
-def _sample_at(maps: Tensor, xy: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear samples (B, P, C) at crop px xy (B, P, 2) of maps (B, C, h, w) that cover a crop (H, W)."""
-    h, w = size
-    grid = torch.stack([2.0 * xy[..., 0] / w - 1.0, 2.0 * xy[..., 1] / h - 1.0], dim=-1)[:, :, None]
-    return F.grid_sample(maps, grid, mode="bilinear", align_corners=False)[..., 0].transpose(1, 2)
 
 
 def _resize(maps: Tensor, size: tuple[int, int]) -> Tensor:

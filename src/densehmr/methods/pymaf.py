@@ -29,7 +29,6 @@ from densehmr.losses.iuv_maps import iuv_map_losses
 from densehmr.methods.hmr_base import HMRMethod
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.pymaf_head import PyMAFHead
-from densehmr.render import gt_mesh_iuv
 
 # H36M-17 right and left hips: 3D joints are centred on their midpoint (PyMAF, SPIN).
 H36M_HIPS = (1, 4)
@@ -106,10 +105,6 @@ class PyMAF(HMRMethod):
         if self.aux_iuv:
             summed["aux_iuv"] = self.aux_iuv_loss(out["iuv"], batch)
         return summed
-
-    def gt_iuv(self, batch: dict, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """IUV (B, 3, h, w) of the GT meshes on an (h, w) grid over the crop; which samples (B,) have one."""
-        return gt_mesh_iuv(batch, self.body.charts, self.image_size, size)
 
     def aux_iuv_loss(self, maps: dict[str, Tensor], batch: dict) -> Tensor:
         """PyMAF's auxiliary DensePose loss on the IUV maps (B, c, h, w) against the rendered GT."""

@@ -57,15 +57,18 @@ def screen_to_iuv(screen_verts: Tensor, charts: Charts, image_size: tuple[int, i
 
 
 def gt_mesh_iuv(
-    batch: dict, charts: Charts, crop_size: tuple[int, int], size: tuple[int, int]
+    verts: Tensor, cam_k: Tensor, has_mesh: Tensor, charts: Charts, crop_size: tuple[int, int], size: tuple[int, int]
 ) -> tuple[Tensor, Tensor]:
-    """IUV (B, 3, h, w) of a batch's GT meshes (`verts` (B, V, 3) metres, camera frame) rendered by their
-    crop cameras (`cam_K` (B, 3, 3) crop px) on an (h, w) grid covering the (H, W) crop, and which samples
-    (B,) bool have one (SMPL parameters and a camera). Without gradients: a target."""
-    k = batch["cam_K"].float()
-    keep = batch["has_smpl"] & batch.get("has_cam", batch["has_smpl"]) & (k[:, 0, 0] > 0)
+    """IUV (B, 3, h, w) of GT meshes verts (B, V, 3) metres, camera frame, rendered by their crop cameras
+    cam_k (B, 3, 3) crop px on an (h, w) grid covering the (H, W) crop, and which samples (B,) bool have
+    one: has_mesh (a GT mesh and its own camera) and a positive focal. The others are zeros. Without
+    gradients: a target."""
+    k = cam_k.float()
+    focal = k[:, [0, 1], [0, 1]]
+    keep = has_mesh.bool() & (focal > 0).all(-1)
     ratio = torch.tensor([size[1] / crop_size[1], size[0] / crop_size[0]], device=k.device)
-    camera = PerspectiveCamera(k[:, [0, 1], [0, 1]] * ratio, k[:, :2, 2] * ratio)
+    # Samples without a camera are rendered too (then zeroed): a focal kept off 0 keeps them finite.
+    camera = PerspectiveCamera(focal.clamp(min=1e-6) * ratio, k[:, :2, 2] * ratio)
     with torch.no_grad():
-        iuv = mesh_to_iuv(batch["verts"].float(), charts, camera, size)
-    return iuv, keep
+        iuv = mesh_to_iuv(verts.float(), charts, camera, size)
+    return torch.where(keep[:, None, None, None], iuv, 0.0), keep

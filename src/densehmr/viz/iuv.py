@@ -51,6 +51,14 @@ def points_to_iuv(xy: Tensor, part: Tensor, u: Tensor, v: Tensor, size: tuple[in
     return iuv
 
 
+def annotated_iuv(batch: dict, i: int, size: tuple[int, int]) -> Tensor:
+    """IUV map (3, H, W) of sample i's valid annotated DensePose points (batch keys `dp_*`), zeros elsewhere."""
+    valid = batch["dp_valid"][i]
+    return points_to_iuv(
+        batch["dp_xy"][i][valid], batch["dp_I"][i][valid], batch["dp_U"][i][valid], batch["dp_V"][i][valid], size
+    )
+
+
 def denormalize_image(image: Tensor) -> np.ndarray:
     """uint8 (H, W, 3) of an ImageNet-normalized image (3, H, W)."""
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
