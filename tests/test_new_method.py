@@ -76,6 +76,7 @@ TOY_CONFIG = """\
 method:
   name: toy
   batch_size: 4
+  lr: 1.0e-3
   module:
     _target_: toy_method.ToyMethod
     loss_weights: {mask: 1.0, part_ce: 1.0}
