@@ -7,6 +7,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from batch_factory import make_batch
+from method_factory import make_method
 
 from densehmr.body.assets import FINE_TO_MASK14
 from densehmr.losses.hmr import betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
@@ -20,10 +21,9 @@ SIZE = (64, 64)
 WEIGHTS = {"kp2d": 10.0, "kp3d": 10.0, "pose": 10.0, "betas": 10.0}
 
 
-def make_dct(**options) -> DCT:
-    torch.manual_seed(0)
+def make_dct(*overrides: str, **options) -> DCT:
     options.setdefault("loss_weights", WEIGHTS)
-    return DCT(backbone={"name": "resnet18"}, image_size=SIZE, optimizer={"name": "adam", "lr": 1e-3}, **options)
+    return make_method("dct", "method.lr=1e-3", *overrides, image_size=SIZE, **options)
 
 
 def completed_batch(model: DCT, n: int = 4, seed: int = 0) -> dict:
@@ -174,10 +174,9 @@ def test_predictions_have_the_shared_interface():
 def test_iuv_input_sources(tmp_path):
     """Training: IUV rendered from the GT mesh (the batch's own rendering); evaluation: the DenseReg
     checkpoint's prediction, or the GT rendering with a warning when there is none."""
-    from densehmr.methods.densereg import DenseReg
 
-    densereg = DenseReg(backbone={"name": "resnet18"}, image_size=SIZE, loss_weights={"part_ce": 1.0},
-                        head_width=16, head_convs=1)
+    densereg = make_method("densereg", image_size=SIZE, loss_weights={"part_ce": 1.0}, seed=None, head_width=16,
+                           head_convs=1)
     path = tmp_path / "densereg.ckpt"
     torch.save({"state_dict": densereg.state_dict(), "hyper_parameters": dict(densereg.hparams),
                 "pytorch-lightning_version": pl.__version__}, path)
@@ -213,7 +212,7 @@ def test_iuv_input_sources(tmp_path):
 
 
 def test_lightning_step_reports_pymafs_metric_keys():
-    model = make_dct(log_images_every_n_steps=0)
+    model = make_dct("log_images_every_n_steps=0")
     batches = [make_batch(model.body, n=4, size=SIZE, seed=s) for s in (0, 1)]
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
     trainer = pl.Trainer(

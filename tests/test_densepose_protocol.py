@@ -3,6 +3,7 @@ methods score their DensePose under it by default."""
 
 import pytest
 import torch
+from method_factory import make_method
 from test_metrics_densepose_ap import GEO, PART_UVS, ap_of_single
 
 from densehmr.methods.base import BaseMethod
@@ -58,8 +59,9 @@ def test_mesh_methods_score_their_rendered_densepose_under_meshposes_protocol():
     assert BaseMethod.default_densepose_protocol == "unmasked" and DenseReg.default_densepose_protocol == "unmasked"
     assert MeshPose.default_densepose_protocol == PyMAF.default_densepose_protocol == "gt_mask"
     assert DCT.default_densepose_protocol == "gt_mask"
-    options = dict(backbone={"name": "resnet18"}, image_size=(64, 64), loss_weights={"kp2d": 1.0}, hidden=32)
-    assert DCT(**options).metrics()["densepose"].protocol == "gt_mask"
-    assert DCT(**options, densepose_protocol="unmasked").metrics()["densepose"].protocol == "unmasked"
-    with pytest.raises(ValueError, match="densepose_protocol"):
-        DCT(**options, densepose_protocol="masked")
+    options = dict(loss_weights={"kp2d": 1.0}, seed=None, hidden=32)
+    assert make_method("dct", **options).metrics()["densepose"].protocol == "gt_mask"
+    assert make_method("dct", "densepose_protocol=unmasked", **options).metrics()["densepose"].protocol == "unmasked"
+    with pytest.raises(ValueError, match="densepose_protocol must be one of"):
+        make_method("dct", "densepose_protocol=masked", **options)
+    assert make_method("densereg", seed=None, head_width=8).metrics()["densepose"].protocol == "unmasked"

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from batch_factory import make_batch
+from method_factory import make_method
 from torch import nn
 
 from densehmr.losses import densepose as dp_losses
@@ -187,7 +188,7 @@ def test_head_output_sizes(feature_stride, resolution, expected):
     strides = [4, 8, 16, 32]
     feats = [torch.randn(2, 8 * (i + 1), 64 // s, 96 // s) for i, s in enumerate(strides)]
     head = DensePoseHead([8, 16, 24, 32], strides, {"a": 25, "b": 2}, feature_stride=feature_stride,
-                         width=16, num_convs=2, output_resolution=resolution)
+                         width=16, num_convs=2, output_resolution=resolution, norm="none")
     out = head(feats, (64, 96))
     assert out["a"].shape == (2, 25, *expected) and out["b"].shape == (2, 2, *expected)
     assert len(head.lateral) == sum(s >= feature_stride for s in strides)
@@ -195,13 +196,15 @@ def test_head_output_sizes(feature_stride, resolution, expected):
 
 @pytest.mark.parametrize("norm", ["gn", "bn"])
 def test_head_norm_follows_each_tower_conv(norm):
-    head = DensePoseHead([8, 16, 24, 32], [4, 8, 16, 32], {"a": 3}, width=32, num_convs=3, norm=norm)
+    head = DensePoseHead([8, 16, 24, 32], [4, 8, 16, 32], {"a": 3}, feature_stride=8, width=32, num_convs=3,
+                         output_resolution="stride", norm=norm)
     kinds = [type(m).__name__ for m in head.tower]
     expected = {"gn": "GroupNorm", "bn": "BatchNorm2d"}[norm]
     assert kinds == ["Conv2d", expected, "ReLU"] * 3
     assert all(m.bias is None for m in head.tower if isinstance(m, nn.Conv2d))
     with pytest.raises(ValueError, match="norm must be one of"):
-        DensePoseHead([8], [8], {"a": 3}, norm="ln")
+        DensePoseHead([8], [8], {"a": 3}, feature_stride=8, width=8, num_convs=1, output_resolution="stride",
+                      norm="ln")
 
 
 # ----------------------------------------------------------------------------- viz
@@ -217,13 +220,8 @@ def test_iuv_to_rgb_and_points():
 
 # ----------------------------------------------------------------------------- the method
 def _method(**options):
-    from densehmr.methods.densereg import DenseReg
-
     weights = options.pop("loss_weights", WEIGHTS)
-    return DenseReg(
-        body={"name": "open"}, backbone={"name": "resnet18"}, image_size=(64, 64), loss_weights=weights,
-        optimizer={"name": "adam", "lr": 1e-3}, **{"head_width": 16, "head_convs": 2, **options},
-    )
+    return make_method("densereg", loss_weights=weights, seed=None, **{"head_width": 16, "head_convs": 2, **options})
 
 
 @pytest.fixture(scope="module")
@@ -371,8 +369,10 @@ def _overfit(body, regression: str, steps: int, **options) -> tuple[float, float
     from densehmr.metrics import DensePoseAP
     torch.manual_seed(0)
     data = make_batch(body, n=16, size=(64, 64), seed=0)
-    # Stride-4 features: at 64 x 64 the limbs are 2-3 px wide and the coarse mask gates the parts.
-    model = _method(regression=regression, head_width=64, head_convs=4, feature_stride=4, **options)
+    # Stride-4 features read at the crop's resolution: at 64 x 64 the limbs are 2-3 px wide and the coarse mask
+    # gates the parts.
+    model = _method(regression=regression, head_width=64, head_convs=4, feature_stride=4, output_resolution="stride",
+                    **options)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     start = time.perf_counter()
     model.train()

@@ -222,8 +222,9 @@ class _Poisonable(BaseMethod):
     name = "poisonable"
 
     def __init__(self) -> None:
-        super().__init__(loss_weights={"fit": 1.0}, optimizer={"name": "adam", "lr": 0.1},
-                         log_images_every_n_steps=0)
+        super().__init__(body={"name": "open"}, loss_weights={"fit": 1.0}, optimizer={"name": "adam", "lr": 0.1},
+                         scheduler=None, image_size=(4, 4), log_images_every_n_steps=0, densepose_kappa="per_part",
+                         densepose_protocol=None)
         self.linear = nn.Linear(3, 1)
 
     def forward(self, image):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from batch_factory import make_batch
+from method_factory import make_method
 from omegaconf import OmegaConf
 
 from densehmr.methods.meshpose import MeshPose, _to_pixel_space
@@ -17,7 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 WEIGHTS = dict(OmegaConf.load(CONFIGS / "method" / "meshpose.yaml").method.module.loss_weights)
 SIZE = (64, 64)
 # The regression branch needs enough hidden channels: each vertex mixes them into its bin logits.
-SMALL = dict(neck_channels=32, lifting_hidden=64, lifting_bins=32, log_images_every_n_steps=0)
+SMALL = dict(neck_channels=32, lifting_hidden=64, lifting_bins=32)
 GROUPS = {
     "l3d": {"vertex", "edge", "normal", "joints2d", "joints3d"},
     "l2d": {"barycentric", "consistency", "mask"},
@@ -26,11 +27,8 @@ GROUPS = {
 
 
 def build(weights: dict | None = None, **options) -> MeshPose:
-    torch.manual_seed(0)
-    return MeshPose(
-        body={"name": "open"}, backbone={"name": "resnet18"}, image_size=SIZE,
-        loss_weights=WEIGHTS if weights is None else weights, **{**SMALL, **options},
-    )
+    return make_method("meshpose", "log_images_every_n_steps=0", image_size=SIZE, loss_weights=weights,
+                       **{**SMALL, **options})
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from scipy import ndimage
 
 from densehmr.body.assets import Charts
@@ -15,6 +17,8 @@ from densehmr.geometry.uv_decoding import UVDecoder
 from densehmr.losses import meshpose as L
 from densehmr.nn.heads.lifting import LiftingHead
 from densehmr.nn.heads.vertexpose import MaskHead, StrideFourNeck, VertexPoseHead
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 # ----------------------------------------------------------------------------- soft-argmax
@@ -49,7 +53,7 @@ def test_argsoftmax_1d_delta_and_uniform():
 
 # ----------------------------------------------------------------------------- heads
 def test_vertexpose_head_scales_positions_by_its_stride():
-    head = VertexPoseHead(4, num_vertices=3, stride=4, gain=10.0)
+    head = VertexPoseHead(4, num_vertices=3, stride=4, gain=10.0, learn_gain=False)
     with torch.no_grad():
         head.heatmap.weight.zero_()
         head.heatmap.bias.zero_()
@@ -58,7 +62,7 @@ def test_vertexpose_head_scales_positions_by_its_stride():
     assert heat.shape == (1, 3, 8, 8)
     torch.testing.assert_close(xy, torch.full((1, 3, 2), 16.0))  # uniform: the crop centre, 32 / 2
     assert "log_gain" not in dict(head.named_parameters())
-    learned = VertexPoseHead(4, 3, learn_gain=True, gain=10.0)
+    learned = VertexPoseHead(4, 3, stride=4, learn_gain=True, gain=10.0)
     assert learned.gain.item() == pytest.approx(10.0)
     assert "log_gain" in dict(learned.named_parameters())
 
@@ -94,9 +98,11 @@ def test_lifting_head_maps_bins_onto_the_ranges():
 def test_lifting_head_reaches_what_the_official_fusion_reaches():
     """MeshPoseBranchFusion at its 288 x 384 crop (72 x 96 heatmap, stride 4, 64 bins): a branch
     output X = (soft-argmax bin in 0..63) * 96 / 64 becomes x = 3 * 96 / 64 * X - 96 heatmap px, y = 4 *
-    72 / 64 * Y - 72, z = 4 * 72 / 64 * Z - 2 * 72, times 4 for crop px."""
+    72 / 64 * Y - 72, z = 4 * 72 / 64 * Z - 2 * 72, times 4 for crop px. The ranges are the config's."""
+    options = OmegaConf.load(CONFIGS / "method" / "meshpose.yaml").meshpose
     h, w, bins = 384, 288, 64
-    head = LiftingHead(5, num_vertices=3, image_size=(h, w), hidden=4, bins=bins).eval()
+    head = LiftingHead(5, num_vertices=3, image_size=(h, w), hidden=4, bins=bins, x_range=options.x_range,
+                       y_range=options.y_range, z_range=options.z_range).eval()
     vw, vh = h // 4, w // 4  # the official code's names for the heatmap's (H, W)
 
     def official(k: int) -> list[float]:

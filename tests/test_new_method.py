@@ -36,13 +36,11 @@ from densehmr.nn.backbones import build_backbone
 class ToyMethod(BaseMethod):
     name = "toy"
 
-    def __init__(self, body=None, backbone=None, image_size=(128, 128), loss_weights=None, optimizer=None,
-                 scheduler=None, kernel=1):
-        super().__init__(body=body, loss_weights=loss_weights, optimizer=optimizer, scheduler=scheduler,
-                         image_size=image_size)
+    def __init__(self, backbone, *, kernel, **base):
+        """backbone: the backbone group's node; kernel: the `toy.kernel` option; base: BaseMethod's."""
+        super().__init__(**base)
         self.save_hyperparameters()
-        options = dict(backbone)
-        self.backbone = build_backbone(options.pop("name"), **options)
+        self.backbone = build_backbone(**backbone)
         self.head = nn.Conv2d(self.backbone.out_channels[0], 1 + 25, kernel, padding=kernel // 2)
 
     def forward(self, image):

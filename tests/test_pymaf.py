@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 from batch_factory import make_batch
+from method_factory import make_method
 from scipy.spatial.transform import Rotation
 
+from densehmr.body.assets import FINE_TO_MASK14
 from densehmr.body.body_model import BodyModel
 from densehmr.body.mean_params import (
     crop_weak_perspective,
@@ -19,7 +21,6 @@ from densehmr.body.mean_params import (
     save_mean_params,
 )
 from densehmr.body.smpl_layout import make_smplx
-from densehmr.body.assets import FINE_TO_MASK14
 from densehmr.geometry.rotations import axis_angle_to_rotmat, rot6d_to_rotmat
 from densehmr.losses.hmr import camera_scale_penalty
 from densehmr.losses.iuv_maps import iuv_map_losses
@@ -53,7 +54,8 @@ def _small_head(body, body_model, feedback="mesh_aligned", aux_iuv=True, pyramid
     torch.manual_seed(0)
     return PyMAFHead(
         [8, 8, 8, 16], [4, 8, 16, 32], body_model, load_mean_params(body), body.downsample[1], (64, 64),
-        feedback=feedback, pyramid=pyramid, aux_iuv=aux_iuv, channels=16, hidden=32, dropout=0.0,
+        feedback=feedback, pyramid=pyramid, aux_iuv=aux_iuv, grid_size=21, channels=16, mlp_dims=(128, 64, 5),
+        hidden=32, dropout=0.0,
     )
 
 
@@ -167,7 +169,7 @@ def test_committed_open_mean_params_load(body):
 def test_hmr_regressor_starts_near_the_mean_and_chains(body):
     mean = load_mean_params(body)
     torch.manual_seed(0)
-    reg = HMRRegressor(64, mean, hidden=128, iterations=3).eval()
+    reg = HMRRegressor(64, mean, hidden=128, dropout=0.5, iterations=3).eval()
     feats = torch.randn(5, 64)
     est = reg(feats)
     assert est.pose6d.shape == (5, 144) and est.betas.shape == (5, 10) and est.cam.shape == (5, 3)
@@ -175,7 +177,7 @@ def test_hmr_regressor_starts_near_the_mean_and_chains(body):
     assert est.rotmat.shape == (5, 24, 3, 3)
     # Starting from a given estimate adds the same kind of residuals to it.
     init = BodyEstimate(torch.zeros(5, 144), torch.ones(5, 10), torch.full((5, 3), 2.0))
-    one = HMRRegressor(64, mean, hidden=128, iterations=1).eval()
+    one = HMRRegressor(64, mean, hidden=128, dropout=0.5, iterations=1).eval()
     out = one(feats, init)
     h = one.trunk(torch.cat([feats, init.pose6d, init.betas, init.cam], 1))
     torch.testing.assert_close(out.cam, init.cam + one.dec_cam(h))
@@ -285,13 +287,7 @@ def test_pyramid_sizes_and_iuv_channels(body, body_model):
 
 # ----------------------------------------------------------------- method
 def _method(**options):
-    from densehmr.methods.pymaf import PyMAF
-
-    torch.manual_seed(0)
-    return PyMAF(
-        backbone={"name": "resnet18"}, image_size=(64, 64), loss_weights=LOSS_WEIGHTS,
-        channels=32, hidden=64, **options,
-    )
+    return make_method("pymaf", loss_weights=LOSS_WEIGHTS, channels=32, hidden=64, **options)
 
 
 def test_losses_predictions_and_cameras(body, small_batch):
@@ -381,7 +377,6 @@ def test_aux_iuv_off_and_weights_off(small_batch):
 
 @pytest.mark.slow
 def test_overfit_sixteen_samples_lowers_mpjpe(body, tmp_path):
-    from densehmr.methods.pymaf import PyMAF
     from densehmr.metrics import MeshError
 
     torch.manual_seed(0)
@@ -390,10 +385,9 @@ def test_overfit_sixteen_samples_lowers_mpjpe(body, tmp_path):
     # Start from the data-independent default (T-pose), whatever the committed file holds.
     mean_path = tmp_path / "mean.npz"
     save_mean_params(default_mean_params(body), mean_path)
-    method = PyMAF(
-        backbone={"name": "resnet18"}, image_size=(32, 32), aux_iuv=False, mean_params=str(mean_path),
-        channels=64, hidden=256, dropout=0.0,
-        loss_weights={k: v for k, v in LOSS_WEIGHTS.items() if k != "aux_iuv"},
+    method = make_method(
+        "pymaf", image_size=(32, 32), aux_iuv=False, mean_params=str(mean_path), channels=64, hidden=256,
+        dropout=0.0, loss_weights={k: v for k, v in LOSS_WEIGHTS.items() if k != "aux_iuv"},
     )
     method.complete_batch(batch)
     optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from method_factory import make_method
 from real_layouts import (
     intrinsics,
     keypoints_of,
@@ -65,19 +65,13 @@ def _batch(body, root: Path) -> dict:
 
 
 def test_fitted_cameras_switch_on_the_3d_terms_and_the_rendered_iuv(body, root):
-    from densehmr.methods.meshpose import MeshPose
-    from densehmr.methods.pymaf import PyMAF
-
     batch = _batch(body, root)
     assert batch["has_cam"].all() and batch["has_smpl"].tolist() == [True] * 4 + [False] * 4
     assert batch["has_kp3d"].tolist() == [False] * 4 + [True] * 4
     no_camera = {**batch, "has_cam": torch.zeros(8, dtype=torch.bool)}  # what the files alone give
-    torch.manual_seed(0)
-    meshpose = MeshPose(body={"name": "open"}, backbone={"name": "resnet18"}, image_size=(64, 64),
-                        loss_weights={k: 1.0 for k in ("vertex", "edge", "normal", "joints3d")},
-                        neck_channels=32, lifting_hidden=64, lifting_bins=32, log_images_every_n_steps=0)
-    pymaf = PyMAF(backbone={"name": "resnet18"}, image_size=(64, 64), loss_weights={"aux_iuv": 1.0}, channels=32,
-                  hidden=64, log_images_every_n_steps=0)
+    meshpose = make_method("meshpose", loss_weights={k: 1.0 for k in ("vertex", "edge", "normal", "joints3d")},
+                           neck_channels=32, lifting_hidden=64, lifting_bins=32)
+    pymaf = make_method("pymaf", loss_weights={"aux_iuv": 1.0}, seed=None, channels=32, hidden=64)
     for method, terms in ((meshpose, ("vertex", "edge", "normal", "joints3d")), (pymaf, ("aux_iuv",))):
         with torch.no_grad():
             fitted, bare = dict(batch), dict(no_camera)
@@ -95,10 +89,8 @@ def test_one_step_on_h36m_then_protocol_2_from_s(root, tmp_path, caplog):
         cfg = compose(config_name="train", overrides=[
             "method=pymaf", "data=h36m", f"data.root={root}", "data.num_workers=0", "method.batch_size=4",
             "image_size=[64,64]", "logger=none", f"run_dir={tmp_path / 'run'}", "trainer.max_steps=1",
-            "trainer.max_epochs=1",
+            "trainer.max_epochs=1", "log_images_every_n_steps=0",
         ])
-    with open_dict(cfg):
-        cfg.method.module.log_images_every_n_steps = 0
     with caplog.at_level(logging.WARNING, logger="densehmr.methods.base"):
         train(cfg)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

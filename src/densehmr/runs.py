@@ -36,6 +36,7 @@ class ConfigError(ValueError):
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The DataModule `cfg.data` configures, at the run's crop size, batch size and body."""
     return instantiate(
         cfg.data,
         image_size=list(cfg.image_size),
@@ -47,23 +48,32 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 
 def build_method(cfg: DictConfig) -> pl.LightningModule:
+    """The method `cfg.method.module` names (`_target_`, `loss_weights`), given the run's shared settings
+    (body, backbone, image_size, optimizer, scheduler, log_images_every_n_steps, densepose_kappa,
+    densepose_protocol) and its own
+    options, the `<method.name>:` node (none when the method has no option)."""
     name = cfg.method.name
-    options = OmegaConf.to_container(cfg.get(name, {}) or {}, resolve=True)
+    stray = sorted(set(cfg.method.module) - {"_target_", "loss_weights"})
+    if stray:
+        raise ConfigError(f"method.module.{stray[0]}: a {name} option is set as {name}.{stray[0]}")
     return instantiate(
         cfg.method.module,
-        body=OmegaConf.to_container(cfg.body, resolve=True),
-        backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
+        body=_container(cfg.body),
+        backbone=_container(cfg.backbone),
         image_size=list(cfg.image_size),
-        optimizer=_container(cfg.get("optimizer")),
+        optimizer=_container(cfg.optimizer),
         scheduler=_container(cfg.get("scheduler")),
-        **options,
+        log_images_every_n_steps=cfg.log_images_every_n_steps,
+        densepose_kappa=cfg.densepose_kappa,
+        densepose_protocol=cfg.densepose_protocol,
+        **(_container(cfg.get(name)) or {}),
         _recursive_=False,
         _convert_="all",
     )
 
 
 def _container(node) -> dict | None:
-    return OmegaConf.to_container(node, resolve=True) if node else None
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
 def build_logger(cfg: DictConfig, run_dir: Path):

@@ -59,20 +59,23 @@ class BaseMethod(pl.LightningModule, ABC):
 
     def __init__(
         self,
-        body: Mapping | None = None,
-        loss_weights: Mapping[str, float] | None = None,
-        optimizer: Mapping | None = None,
-        scheduler: Mapping | None = None,
-        image_size: tuple[int, int] = (128, 128),
-        log_images_every_n_steps: int = 200,
-        densepose_kappa: str = "per_part",
-        densepose_protocol: str | None = None,
+        *,
+        body: Mapping,
+        loss_weights: Mapping[str, float],
+        optimizer: Mapping,
+        scheduler: Mapping | None,
+        image_size: tuple[int, int],
+        log_images_every_n_steps: int,
+        densepose_kappa: str,
+        densepose_protocol: str | None,
     ) -> None:
+        """Every argument comes from the config (`runs.build_method`; docs/architecture.md, "Configs"): the
+        run's settings shared by all methods, and `method.module.loss_weights`. densepose_protocol None is the
+        method's `default_densepose_protocol`."""
         super().__init__()
-        body_cfg = dict(body or {"name": "open"})
-        self.body: Body = load_body(body_cfg.pop("name", "open"), **body_cfg)
-        self.loss_weights = {k: float(v) for k, v in (loss_weights or {}).items()}
-        self.optimizer_cfg = dict(optimizer or {"name": "adam", "lr": 1e-4})
+        self.body: Body = load_body(**body)
+        self.loss_weights = {k: float(v) for k, v in loss_weights.items()}
+        self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler or {})
         self.image_size = tuple(image_size)
         self.log_images_every_n_steps = log_images_every_n_steps

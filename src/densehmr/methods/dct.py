@@ -64,34 +64,18 @@ class DCT(HMRMethod):
 
     def __init__(
         self,
-        body: Mapping | None = None,
-        backbone: Mapping | None = None,
-        image_size: tuple[int, int] = (128, 128),
-        loss_weights: Mapping[str, float] | None = None,
-        optimizer: Mapping | None = None,
-        scheduler: Mapping | None = None,
-        dense_weight: float = 1.0,
-        iuv_input: bool = False,
-        iuv_checkpoint: str | None = None,
-        iuv_backbone: str | None = None,
-        iterations: int = 3,
-        hidden: int = 1024,
-        dropout: float = 0.5,
-        mean_params: str | None = None,
-        default_focal: float = 2.0,
-        log_images_every_n_steps: int = 200,
-        densepose_kappa: str = "per_part",
-        densepose_protocol: str | None = None,
+        backbone: Mapping,
+        *,
+        dense_weight: float, loss_weights: Mapping[str, float],
+        iuv_input: bool, iuv_checkpoint: str | None, iuv_backbone: str | None,  # the IUV branch
+        iterations: int, hidden: int, dropout: float, mean_params: str | None,  # the regressor
+        **base,
     ) -> None:
-        weights = dict(loss_weights or {})
-        if "dense" in weights:
+        """backbone: the backbone group's node; the options: configs/method/dct.yaml's `dct` node; base:
+        HMRMethod's and BaseMethod's arguments. The dense term's weight is dense_weight."""
+        if "dense" in loss_weights:
             raise ValueError("the dense loss weight is the option dct.dense_weight, not loss_weights.dense")
-        super().__init__(
-            default_focal=default_focal, body=body, loss_weights={**weights, "dense": dense_weight},
-            optimizer=optimizer, scheduler=scheduler, image_size=image_size,
-            log_images_every_n_steps=log_images_every_n_steps, densepose_kappa=densepose_kappa,
-            densepose_protocol=densepose_protocol,
-        )
+        super().__init__(loss_weights={**loss_weights, "dense": dense_weight}, **base)
         if self.image_size[0] != self.image_size[1]:
             raise ValueError(f"DCT's weak perspective needs square crops, got image_size {self.image_size}")
         if iuv_checkpoint is not None and not iuv_input:
@@ -99,13 +83,11 @@ class DCT(HMRMethod):
         self.save_hyperparameters()
         self.iuv_input = iuv_input
 
-        backbone_cfg = dict(backbone or {"name": "resnet18"})
-        backbone_name = backbone_cfg.pop("name")
-        self.backbone = build_backbone(backbone_name, **backbone_cfg)
+        self.backbone = build_backbone(**backbone)
         features = self.backbone.out_channels[-1]
         if iuv_input:
             # IUV maps are not photographs: this branch starts from scratch, never from ImageNet weights.
-            self.iuv_backbone = build_backbone(iuv_backbone or backbone_name)
+            self.iuv_backbone = build_backbone(iuv_backbone or backbone["name"])
             features += self.iuv_backbone.out_channels[-1]
         self.regressor = HMRRegressor(
             features, load_mean_params(self.body, mean_params), hidden=hidden, dropout=dropout,

@@ -45,31 +45,16 @@ class DenseReg(BaseMethod):
 
     def __init__(
         self,
-        body: Mapping | None = None,
-        backbone: Mapping | None = None,
-        image_size: tuple[int, int] = (128, 128),
-        loss_weights: Mapping[str, float] | None = None,
-        optimizer: Mapping | None = None,
-        scheduler: Mapping | None = None,
-        regression: str = "direct",
-        num_bins: int = 8,
-        decode: str = "hard",
-        head_width: int = 512,
-        head_convs: int = 8,
-        feature_stride: int = 8,
-        output_resolution: str = "stride",
-        coarse_classes: int = 2,
-        smooth_l1_beta: float = 1.0,
-        supervision: str = "points",
-        head_norm: str = "none",
-        log_images_every_n_steps: int = 200,
-        densepose_kappa: str = "per_part",
+        backbone: Mapping,
+        *,
+        regression: str, num_bins: int, decode: str, smooth_l1_beta: float,  # U, V
+        head_width: int, head_convs: int, head_norm: str, feature_stride: int, output_resolution: str,  # the head
+        coarse_classes: int, supervision: str,
+        **base,
     ) -> None:
-        super().__init__(
-            body=body, loss_weights=loss_weights, optimizer=optimizer, scheduler=scheduler,
-            image_size=image_size, log_images_every_n_steps=log_images_every_n_steps,
-            densepose_kappa=densepose_kappa,
-        )
+        """backbone: the backbone group's node; the options: configs/method/densereg.yaml's `densereg` node;
+        base: BaseMethod's arguments."""
+        super().__init__(**base)
         if regression not in REGRESSIONS:
             raise ValueError(f"regression must be one of {REGRESSIONS}, got {regression!r}")
         if decode not in DECODE_MODES:
@@ -81,15 +66,10 @@ class DenseReg(BaseMethod):
         if num_bins < 1:
             raise ValueError(f"num_bins must be positive, got {num_bins}")
         self.save_hyperparameters()
-        self.regression = regression
-        self.num_bins = num_bins
-        self.decode_mode = decode
-        self.coarse_classes = coarse_classes
-        self.smooth_l1_beta = smooth_l1_beta
-        self.supervision = supervision
+        self.regression, self.num_bins, self.decode_mode = regression, num_bins, decode
+        self.coarse_classes, self.smooth_l1_beta, self.supervision = coarse_classes, smooth_l1_beta, supervision
 
-        backbone_cfg = dict(backbone or {"name": "resnet18"})
-        self.backbone = build_backbone(backbone_cfg.pop("name"), **backbone_cfg)
+        self.backbone = build_backbone(**backbone)
         parts = NUM_PARTS + 1
         outputs = {"part_logits": parts, "coarse_logits": coarse_classes}
         if regression == "direct":

@@ -39,7 +39,7 @@ from densehmr.losses.densepose import sample_at_points
 from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.metrics.densepose_ap import GT_MASK
 from densehmr.nn.backbones import build_backbone
-from densehmr.nn.heads.lifting import OFFICIAL_X_RANGE, OFFICIAL_Y_RANGE, OFFICIAL_Z_RANGE, LiftingHead
+from densehmr.nn.heads.lifting import LiftingHead
 from densehmr.nn.heads.vertexpose import MaskHead, StrideFourNeck, VertexPoseHead
 from densehmr.render import screen_to_iuv, soft_silhouette
 from densehmr.render.cameras import crop_intrinsics
@@ -60,47 +60,29 @@ class MeshPose(BaseMethod):
 
     def __init__(
         self,
-        body: Mapping | None = None,
-        backbone: Mapping | None = None,
-        image_size: tuple[int, int] = (128, 128),
-        loss_weights: Mapping[str, float] | None = None,
-        optimizer: Mapping | None = None,
-        scheduler: Mapping | None = None,
-        neck_channels: int = 128,
-        gain: float = 10.0,
-        learn_gain: bool = False,
-        lifting_hidden: int = 64,
-        lifting_bins: int = 64,
-        x_range: tuple[float, float] = OFFICIAL_X_RANGE,
-        y_range: tuple[float, float] = OFFICIAL_Y_RANGE,
-        z_range: tuple[float, float] = OFFICIAL_Z_RANGE,
-        uv_decoding: str = "barycentric",
-        decode_upsample: int = 2,
-        render_stride: int = 2,
-        render_sigma: float = 0.03,
-        boundary_weight: float = 1.0,
-        render_grad_to_verts: bool = False,
-        finetune_upsampler: bool = False,
-        upsampler_noise_px: float = 2.0,
-        metric_scale: str = "template",
-        default_focal: float = 2.0,
-        min_depth_ratio: float = 0.3,
-        **base_options,
+        backbone: Mapping,
+        *,
+        neck_channels: int, gain: float, learn_gain: bool,  # VertexPose
+        lifting_hidden: int, lifting_bins: int,  # the regression branch and what it reaches
+        x_range: tuple[float, float], y_range: tuple[float, float], z_range: tuple[float, float],
+        uv_decoding: str, decode_upsample: int,  # VertexPose's DensePose
+        render_stride: int, render_sigma: float, boundary_weight: float, render_grad_to_verts: bool,  # LW
+        finetune_upsampler: bool, upsampler_noise_px: float,
+        metric_scale: str, default_focal: float, min_depth_ratio: float,  # pixel space and metres
+        **base,
     ) -> None:
-        super().__init__(
-            body=body, loss_weights=loss_weights, optimizer=optimizer, scheduler=scheduler,
-            image_size=image_size, **base_options,
-        )
+        """backbone: the backbone group's node; the options: configs/method/meshpose.yaml's `meshpose` node;
+        base: BaseMethod's arguments."""
+        super().__init__(**base)
         if uv_decoding not in MODES:
             raise ValueError(f"meshpose.uv_decoding must be one of {MODES}, got {uv_decoding!r}")
         if metric_scale not in ("template", "gt_root"):
             raise ValueError(f"meshpose.metric_scale must be 'template' or 'gt_root', got {metric_scale!r}")
         self.save_hyperparameters()
-        backbone_cfg = dict(backbone or {"name": "resnet18"})
         low = self.body.lowpoly
         num_low = low.num_vertices
 
-        self.backbone = build_backbone(backbone_cfg.pop("name"), **backbone_cfg)
+        self.backbone = build_backbone(**backbone)
         self.neck = StrideFourNeck(self.backbone.out_channels, neck_channels)
         self.vertexpose = VertexPoseHead(
             neck_channels, num_low, stride=self.backbone.out_strides[0], gain=gain, learn_gain=learn_gain
@@ -111,16 +93,11 @@ class MeshPose(BaseMethod):
             hidden=lifting_hidden, bins=lifting_bins, x_range=x_range, y_range=y_range, z_range=z_range,
         )
 
-        self.uv_decoding = uv_decoding
-        self.decode_upsample = decode_upsample
-        self.render_stride = render_stride
-        self.render_sigma = render_sigma
-        self.boundary_weight = boundary_weight
-        self.render_grad_to_verts = render_grad_to_verts
-        self.upsampler_noise_px = upsampler_noise_px
-        self.metric_scale = metric_scale
+        self.uv_decoding, self.decode_upsample = uv_decoding, decode_upsample
+        self.render_stride, self.render_sigma, self.boundary_weight = render_stride, render_sigma, boundary_weight
+        self.render_grad_to_verts, self.upsampler_noise_px = render_grad_to_verts, upsampler_noise_px
+        self.metric_scale, self.min_depth_ratio = metric_scale, min_depth_ratio
         self.default_focal = default_focal * max(self.image_size)
-        self.min_depth_ratio = min_depth_ratio
 
         faces_low = low.charts.faces.long()
         template_low = low.from_full(self.body.v_template, self.body.faces)

@@ -44,41 +44,22 @@ class PyMAF(HMRMethod):
 
     def __init__(
         self,
-        body: Mapping | None = None,
-        backbone: Mapping | None = None,
-        image_size: tuple[int, int] = (128, 128),
-        loss_weights: Mapping[str, float] | None = None,
-        optimizer: Mapping | None = None,
-        scheduler: Mapping | None = None,
-        feedback: str = "mesh_aligned",
-        aux_iuv: bool = True,
-        pyramid: str = "deconv",
-        grid_size: int = 21,
-        mesh_level: int = 1,
-        channels: int = 256,
-        mlp_dims: Sequence[int] = (128, 64, 5),
-        hidden: int = 1024,
-        dropout: float = 0.5,
-        mean_params: str | None = None,
-        aux_part_weight: float = 1.0,
-        aux_coarse_weight: float = 1.0,
-        aux_uv_weight: float = 0.5,
-        default_focal: float = 2.0,
-        log_images_every_n_steps: int = 200,
-        densepose_kappa: str = "per_part",
-        densepose_protocol: str | None = None,
+        backbone: Mapping,
+        *,
+        feedback: str, grid_size: int, mesh_level: int,  # which features each step reads
+        pyramid: str, channels: int, mlp_dims: Sequence[int],  # the feature pyramid and point MLP
+        hidden: int, dropout: float, mean_params: str | None,  # the regressors
+        aux_iuv: bool, aux_part_weight: float, aux_coarse_weight: float, aux_uv_weight: float,
+        **base,
     ) -> None:
-        super().__init__(
-            default_focal=default_focal, body=body, loss_weights=loss_weights, optimizer=optimizer,
-            scheduler=scheduler, image_size=image_size, log_images_every_n_steps=log_images_every_n_steps,
-            densepose_kappa=densepose_kappa, densepose_protocol=densepose_protocol,
-        )
+        """backbone: the backbone group's node; the options: configs/method/pymaf.yaml's `pymaf` node; base:
+        HMRMethod's and BaseMethod's arguments."""
+        super().__init__(**base)
         self.save_hyperparameters()
         # Without a weight the IUV head would be trained by nothing (and DDP rejects unused parameters).
         self.aux_iuv = aux_iuv and self.active("aux_iuv")
         self.aux_weights = {"part": aux_part_weight, "coarse": aux_coarse_weight, "uv": aux_uv_weight}
-        backbone_cfg = dict(backbone or {"name": "resnet18"})
-        self.backbone = build_backbone(backbone_cfg.pop("name"), **backbone_cfg)
+        self.backbone = build_backbone(**backbone)
         self.head = PyMAFHead(
             self.backbone.out_channels, self.backbone.out_strides, BodyModel(self.body),
             load_mean_params(self.body, mean_params), self.body.downsample[mesh_level], self.image_size,

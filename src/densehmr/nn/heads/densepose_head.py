@@ -36,11 +36,12 @@ class DensePoseHead(nn.Module):
         in_channels: Sequence[int],
         in_strides: Sequence[int],
         outputs: Mapping[str, int],
-        feature_stride: int = 8,
-        width: int = 512,
-        num_convs: int = 8,
-        output_resolution: str = "stride",
-        norm: str = "none",
+        *,
+        feature_stride: int,
+        width: int,
+        num_convs: int,
+        output_resolution: str,
+        norm: str,
     ) -> None:
         super().__init__()
         if feature_stride not in in_strides:

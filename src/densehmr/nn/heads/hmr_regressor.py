@@ -51,9 +51,10 @@ class HMRRegressor(nn.Module):
         self,
         in_features: int,
         mean_params: dict[str, Tensor],
-        hidden: int = 1024,
-        dropout: float = 0.5,
-        iterations: int = 1,
+        *,
+        hidden: int,
+        dropout: float,
+        iterations: int,
     ) -> None:
         super().__init__()
         if iterations < 1:

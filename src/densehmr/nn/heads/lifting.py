@@ -20,16 +20,11 @@ from torch import Tensor, nn
 
 from densehmr.geometry.argsoftmax import argsoftmax_1d
 
-# What the official fusion lets x (of W), y and z (of H) reach (module docstring).
-OFFICIAL_X_RANGE = (-4.0 / 3.0, 329.25 / 72.0)
-OFFICIAL_Y_RANGE = (-0.75, 353.25 / 96.0)
-OFFICIAL_Z_RANGE = (-1.5, 281.25 / 96.0)
-
 
 class BinRegressor(nn.Module):
     """(B, C) -> (B, v, bins) logits."""
 
-    def __init__(self, in_channels: int, num_vertices: int, hidden: int = 64, bins: int = 64) -> None:
+    def __init__(self, in_channels: int, num_vertices: int, hidden: int, bins: int) -> None:
         super().__init__()
         self.hidden, self.bins = hidden, bins
         self.expand = nn.Sequential(
@@ -56,11 +51,12 @@ class LiftingHead(nn.Module):
         in_channels: int,
         num_vertices: int,
         image_size: tuple[int, int],
-        hidden: int = 64,
-        bins: int = 64,
-        x_range: tuple[float, float] = OFFICIAL_X_RANGE,
-        y_range: tuple[float, float] = OFFICIAL_Y_RANGE,
-        z_range: tuple[float, float] = OFFICIAL_Z_RANGE,
+        *,
+        hidden: int,
+        bins: int,
+        x_range: tuple[float, float],
+        y_range: tuple[float, float],
+        z_range: tuple[float, float],
     ) -> None:
         super().__init__()
         h, w = image_size

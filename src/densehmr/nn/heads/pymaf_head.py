@@ -65,7 +65,7 @@ def sample_features(maps: Tensor, points: Tensor) -> Tensor:
 class DeconvPyramid(nn.Module):
     """Three deconvolution blocks from the stride-32 map: strides 16, 8, 4 with `channels` each."""
 
-    def __init__(self, in_channels: int, channels: int = 256) -> None:
+    def __init__(self, in_channels: int, channels: int) -> None:
         super().__init__()
         blocks = []
         for k in range(NUM_STEPS):
@@ -90,7 +90,7 @@ class DeconvPyramid(nn.Module):
 class LateralPyramid(nn.Module):
     """The backbone's own stride 16, 8, 4 maps, each brought to `channels` by 1x1 conv, BN, ReLU."""
 
-    def __init__(self, in_channels: Sequence[int], strides: Sequence[int], channels: int = 256) -> None:
+    def __init__(self, in_channels: Sequence[int], strides: Sequence[int], channels: int) -> None:
         super().__init__()
         self.indices = [list(strides).index(s) for s in PYRAMID_STRIDES]
         self.laterals = nn.ModuleList(
@@ -108,7 +108,7 @@ class PointFeatureMLP(nn.Module):
     """Per-point reduction (B, C, N) -> (B, dims[-1], N): 1x1 convolutions, LeakyReLU between them, and
     the input feature concatenated to the input of every layer after the first (PIFu's classifier)."""
 
-    def __init__(self, in_channels: int, dims: Sequence[int] = (128, 64, 5)) -> None:
+    def __init__(self, in_channels: int, dims: Sequence[int]) -> None:
         super().__init__()
         layers, previous = [], in_channels
         for k, dim in enumerate(dims):
@@ -155,14 +155,15 @@ class PyMAFHead(nn.Module):
         mean_params: dict[str, Tensor],
         sample_vertices: Tensor,
         image_size: tuple[int, int],
-        feedback: str = "mesh_aligned",
-        pyramid: str = "deconv",
-        aux_iuv: bool = True,
-        grid_size: int = 21,
-        channels: int = 256,
-        mlp_dims: Sequence[int] = (128, 64, 5),
-        hidden: int = 1024,
-        dropout: float = 0.5,
+        *,
+        feedback: str,
+        pyramid: str,
+        aux_iuv: bool,
+        grid_size: int,
+        channels: int,
+        mlp_dims: Sequence[int],
+        hidden: int,
+        dropout: float,
     ) -> None:
         super().__init__()
         if feedback not in FEEDBACKS:
@@ -196,8 +197,9 @@ class PyMAFHead(nn.Module):
             grid_features = grid_size * grid_size * reduced
             mesh_features = int(sample_vertices.numel()) * reduced
             in_features = [grid_features if (feedback == "grid" or t == 0) else mesh_features for t in range(NUM_STEPS)]
+        # One refinement per step: PyMAF's feedback loop is the three steps, each with its own regressor.
         self.regressors = nn.ModuleList(
-            HMRRegressor(n, mean_params, hidden=hidden, dropout=dropout) for n in in_features
+            HMRRegressor(n, mean_params, hidden=hidden, dropout=dropout, iterations=1) for n in in_features
         )
 
     def sample_points(self, step: int, previous: dict | None, batch: int) -> Tensor:

@@ -52,8 +52,7 @@ class VertexPoseHead(nn.Module):
     (continuous pixel coordinates: heatmap cell centre (j + 0.5) * stride).
     """
 
-    def __init__(self, in_channels: int, num_vertices: int, stride: int = 4, gain: float = 10.0,
-                 learn_gain: bool = False) -> None:
+    def __init__(self, in_channels: int, num_vertices: int, *, stride: int, gain: float, learn_gain: bool) -> None:
         super().__init__()
         self.stride = stride
         self.heatmap = nn.Conv2d(in_channels, num_vertices, 1)
