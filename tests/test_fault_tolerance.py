@@ -222,9 +222,9 @@ class _Poisonable(BaseMethod):
     name = "poisonable"
 
     def __init__(self) -> None:
-        super().__init__(body={"name": "open"}, loss_weights={"fit": 1.0}, optimizer={"name": "adam", "lr": 0.1},
-                         scheduler=None, image_size=(4, 4), log_images_every_n_steps=0, densepose_kappa="per_part",
-                         densepose_protocol=None)
+        super().__init__(body={"name": "open"}, loss_weights={"fit": 1.0},
+                         optimizer={"_target_": "torch.optim.Adam", "lr": 0.1}, scheduler=None, image_size=(4, 4),
+                         log_images_every_n_steps=0, densepose_kappa="per_part", densepose_protocol=None)
         self.linear = nn.Linear(3, 1)
 
     def forward(self, image):
@@ -302,7 +302,7 @@ def _train_command(data: Path, run_dir: Path, *extra: str) -> list[str]:
         f"data.samples_per_epoch={2 * STEPS_PER_EPOCH}", "method.batch_size=2", "dct.hidden=64",
         "logger=none", "trainer.max_epochs=2", "trainer_extra.checkpoint_every_n_steps=1", "seed=3",
         # A cosine schedule asks for the train DataLoader before the checkpoint is restored (Lightning #20550).
-        "scheduler={name:cosine}",
+        "scheduler=cosine",
         f"run_dir={run_dir}", *extra,
     ]
 

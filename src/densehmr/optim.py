@@ -1,4 +1,5 @@
-"""Optimizer and learning-rate schedule from the top-level `optimizer` / `scheduler` config nodes."""
+"""Optimizer and learning-rate schedule from the `optimizer` / `scheduler` config nodes (configs/optimizer/,
+configs/scheduler/), each instantiated from its `_target_`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+from hydra.utils import instantiate
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int = 0, floor: float = 0.0):
@@ -23,33 +23,32 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int = 0, floor: float = 0
     return factor
 
 
+class CosineWithWarmup(torch.optim.lr_scheduler.LambdaLR):
+    """`cosine_with_warmup` as a scheduler: lr x factor(step), down to final_lr_factor x lr at total_steps."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, final_lr_factor: float
+    ) -> None:
+        super().__init__(optimizer, cosine_with_warmup(total_steps, warmup_steps, final_lr_factor))
+
+
 def build_optimization(
     params: Iterable[torch.nn.Parameter], optimizer: Mapping, scheduler: Mapping | None,
     total_steps: Callable[[], int],
 ):
     """What a LightningModule's configure_optimizers returns.
 
-    optimizer: {name: adam|adamw|sgd, **constructor arguments}.
-    scheduler: None, {name: cosine, warmup_steps, final_lr_factor} stepped per step over total_steps() (asked
-    for only then: Lightning's estimate may build the train DataLoader), or
-    {name: step, milestones, gamma} (epochs).
+    optimizer: `_target_` and constructor arguments, called with `params`.
+    scheduler: None, or `_target_` and constructor arguments, called with the optimizer, plus `interval`
+    (Lightning's: step | epoch); `total_steps: null` is filled with total_steps() (asked for only then:
+    Lightning's estimate may build the train DataLoader).
     """
-    cfg = dict(optimizer)
-    name = cfg.pop("name", "adam").lower()
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}: expected one of {sorted(OPTIMIZERS)}")
-    opt = OPTIMIZERS[name](params, **cfg)
+    opt = instantiate(dict(optimizer), params=list(params), _convert_="all")
     if not scheduler:
         return opt
     sch = dict(scheduler)
-    kind = sch.pop("name")
-    if kind == "cosine":
-        factor = cosine_with_warmup(total_steps(), sch.get("warmup_steps", 0), sch.get("final_lr_factor", 0.0))
-        lr_scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step"}}
-    if kind == "step":
-        if sch.get("warmup_steps"):
-            raise ValueError("scheduler.warmup_steps applies to the cosine schedule only")
-        lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=sch["milestones"], gamma=sch["gamma"])
-        return {"optimizer": opt, "lr_scheduler": lr_scheduler}
-    raise ValueError(f"unknown scheduler {kind!r}: expected cosine or step")
+    interval = sch.pop("interval")
+    if "total_steps" in sch and sch["total_steps"] is None:
+        sch["total_steps"] = total_steps()
+    lr_scheduler = instantiate(sch, optimizer=opt, _convert_="all")
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler, "interval": interval}}

@@ -26,7 +26,7 @@ from densehmr.fault import (
 )
 from densehmr.files import atomic_write_bytes
 from densehmr.memory_format import ChannelsLast
-from densehmr.run_log import KeptRows, ResumableCSVLogger
+from densehmr.run_log import KeptRows
 
 config_resolvers.register()
 
@@ -77,25 +77,14 @@ def _container(node) -> dict | None:
 
 
 def build_logger(cfg: DictConfig, run_dir: Path):
-    kind = cfg.logger.kind
-    if kind == "none":
+    """The logger `cfg.logger` names by `_target_` (densehmr.loggers: called with the run folder and the run's
+    config), or False for `logger=none`."""
+    if not cfg.get("logger"):
         return False
-    if kind == "csv":
-        return ResumableCSVLogger(run_dir, resume=bool(cfg.get("resume")))
-    if kind == "wandb":
-        # Offline unless credentials exist: a run must never prompt or block on the network.
-        have_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").exists()
-        mode = os.environ.get("WANDB_MODE") or ("online" if have_key else "offline")
-        os.environ.setdefault("WANDB_SILENT", "true")
-        return pl.loggers.WandbLogger(
-            project=cfg.logger.project, entity=cfg.logger.entity, save_dir=str(run_dir),
-            name=f"{cfg.method.name}-{Path(run_dir).name}", tags=list(cfg.logger.tags), offline=mode != "online",
-            config=OmegaConf.to_container(cfg, resolve=True),
-            # The run's recorded id: a resumed run continues the same W&B history (W&B drops the replayed
-            # steps it already has).
-            id=cfg.logger.get("id"), resume="allow" if cfg.logger.get("id") else None,
-        )
-    raise ConfigError(f"unknown logger kind {kind!r}: expected wandb, csv or none")
+    return instantiate(
+        cfg.logger, save_dir=str(run_dir), run_config=OmegaConf.to_container(cfg, resolve=True),
+        _recursive_=False, _convert_="all",  # the run's config holds `_target_`s of its own: kept as written
+    )
 
 
 def intra_op_threads(cfg: DictConfig) -> int:

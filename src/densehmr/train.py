@@ -68,9 +68,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def record_run_settings(cfg: DictConfig) -> None:
     """Fix in `cfg` (before it is saved as config.yaml) what a resumed run must reuse: the intra-op thread
-    count (the run's sums depend on it) and the W&B run id (its history continues in the same run)."""
+    count (the run's sums depend on it) and the logger's run id where it has one (W&B: its history continues
+    in the same run)."""
     cfg.trainer_extra.threads = intra_op_threads(cfg)
-    if cfg.logger.kind == "wandb" and not cfg.logger.get("id"):
+    if cfg.get("logger") and "id" in cfg.logger and not cfg.logger.id:
         cfg.logger.id = secrets.token_hex(4)
 
 

@@ -59,7 +59,7 @@ def run_settings(cfg: DictConfig) -> dict:
         "data_val": [str(d.root) for d in cfg.data.val],
         "trainer": {k: trainer.get(k) for k in ("accelerator", "devices", "max_steps", "max_epochs", "max_time",
                                                  "precision") if k in trainer},
-        "logger": cfg.logger.kind,
+        "logger": cfg.logger.get("_target_") if cfg.get("logger") else None,
     }
 
 

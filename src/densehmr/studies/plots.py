@@ -67,7 +67,9 @@ def log_to_wandb(path: Path, logger_cfg: Mapping, key: str = "compare") -> bool:
     """Send the figure to W&B when the study's logger is W&B and credentials exist; True when sent.
     Anything else (no logger, no credentials, no network) skips quietly: a figure upload never blocks
     or fails a study."""
-    if logger_cfg.get("kind") != "wandb" or wandb_unavailable():
+    from densehmr.loggers import wandb_logger
+
+    if logger_cfg.get("_target_") != f"{wandb_logger.__module__}.{wandb_logger.__name__}" or wandb_unavailable():
         return False
     try:
         import wandb
