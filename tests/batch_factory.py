@@ -1,7 +1,7 @@
 """A collated training batch made by posing the body and rendering it, for method and metric tests.
 
 `make_batch(body, n, size, seed)` returns every key of the batch contract (docs/architecture.md,
-"Batch keys"; datamodules/collate.py) except `verts`, which `BaseMethod.complete_batch` adds from the parameters.
+"Batch keys"; datamodules/collate.py); the GT mesh is a method's target (`BaseMethod.targets`).
 Everything is consistent by construction: the DensePose points, masks, keypoints and 3D joints are
 those of the rendered posed body, seen by the perspective camera `cam_K` at translation `cam_t`.
 """

@@ -13,6 +13,7 @@ from densehmr.body.assets import FINE_TO_MASK14
 from densehmr.losses.hmr import betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
 from densehmr.methods import dct as dct_module
 from densehmr.methods.dct import DCT, encode_iuv
+from densehmr.methods.hmr_base import HMRTargets
 from densehmr.metrics import MeshError
 from densehmr.render import PerspectiveCamera, weak_perspective_project
 from densehmr.render.cameras import crop_translation
@@ -26,11 +27,11 @@ def make_dct(*overrides: str, **options) -> DCT:
     return make_method("dct", "method.lr=1e-3", *overrides, image_size=SIZE, **options)
 
 
-def completed_batch(model: DCT, n: int = 4, seed: int = 0) -> dict:
+def completed_batch(model: DCT, n: int = 4, seed: int = 0) -> tuple[dict, HMRTargets]:
+    """A batch with the network's input under `input`, and its targets."""
     batch = make_batch(model.body, n=n, size=SIZE, seed=seed)
-    model.complete_batch(batch)
-    batch["input"] = model.network_input(batch)
-    return batch
+    targets = model.targets(batch)
+    return {**batch, "input": model.network_input(batch, targets)}, targets
 
 
 # ----------------------------------------------------------------- HMR losses, hand-solved
@@ -128,12 +129,12 @@ def test_dense_weight_zero_removes_the_term(monkeypatch):
 
     def grads(model: DCT, batch: dict) -> list[torch.Tensor]:
         model.zero_grad()
-        total, weighted = model.compute_loss(model(batch["input"]), batch)
+        total, weighted = model.compute_loss(model(batch["input"]), batch, targets)
         total.backward()
         return weighted, [p.grad.clone() for p in model.regressor.parameters()]
 
     ablated, dense = make_dct(dense_weight=0.0).eval(), make_dct(dense_weight=1.0).eval()
-    batch = completed_batch(ablated)
+    batch, targets = completed_batch(ablated)
     moved = {**batch, "dp_xy": batch["dp_xy"] + 7.0}
 
     weighted, before = grads(dense, batch)
@@ -153,10 +154,10 @@ def test_dense_weight_zero_removes_the_term(monkeypatch):
 
 def test_predictions_have_the_shared_interface():
     model = make_dct().eval()
-    batch = completed_batch(model)
+    batch, targets = completed_batch(model)
     with torch.no_grad():
         out = model(batch["input"])
-        pred = model.predict(out, batch)
+        pred = model.predict(out, batch, targets)
     n, v = batch["image"].shape[0], model.body.num_vertices
     assert pred.iuv.shape == (n, 3, *SIZE) and pred.verts.shape == (n, v, 3) and pred.kp2d.shape == (n, 17, 3)
     assert torch.equal(pred.mask, (pred.iuv[:, 0] > 0).float())  # the mesh's silhouette, as PyMAF
@@ -168,7 +169,7 @@ def test_predictions_have_the_shared_interface():
     error = (camera.project(joints) - pred.kp2d[..., :2]).norm(dim=-1).amax(1)
     assert (error < 64 * depth_spread).all()  # equal up to the weak perspective's depth approximation
     assert (pred.iuv[:, 0] > 0).any()
-    assert set(model.pictures(out, batch, pred)) == {"iuv_mesh"}
+    assert set(model.pictures(out, batch, pred, targets)) == {"iuv_mesh"}
 
 
 def test_iuv_input_sources(tmp_path):
@@ -183,26 +184,26 @@ def test_iuv_input_sources(tmp_path):
     model = make_dct(iuv_input=True, iuv_checkpoint=str(path))
 
     model.train()
-    batch = completed_batch(model)
+    batch, targets = completed_batch(model)
     assert batch["input"].shape[1] == 6 and batch["image"].shape[1] == 3
-    rendered = batch["iuv_map"][:, 0].round().long()
-    assert torch.equal(torch.tensor(FINE_TO_MASK14)[rendered], batch["mask_parts"])
-    torch.testing.assert_close(model.network_input(batch), batch["input"])  # the map is made once
+    iuv = model.input_iuv(batch, targets)
+    torch.testing.assert_close(batch["input"][:, 3:], encode_iuv(iuv))
+    assert torch.equal(torch.tensor(FINE_TO_MASK14)[iuv[:, 0].round().long()], batch["mask_parts"])
 
     model.eval()
-    batch = completed_batch(model)
+    batch, targets = completed_batch(model)
     image = batch["image"][:, :3]
     densereg = model._densereg[0]
     with torch.no_grad():
         expected = densereg.predict(densereg(image), {"image": image}).iuv
-    torch.testing.assert_close(batch["iuv_map"], expected)
+    torch.testing.assert_close(batch["input"][:, 3:], encode_iuv(expected))
 
     oracle = make_dct(iuv_input=True).eval()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        batch = completed_batch(oracle)
+        batch, targets = completed_batch(oracle)
     assert any("oracle" in str(w.message) for w in caught)
-    assert torch.equal((batch["iuv_map"][:, 0] > 0).float(), batch["mask"])
+    assert torch.equal((oracle.input_iuv(batch, targets)[:, 0] > 0).float(), batch["mask"])
 
     # The IUV branch is read: another map changes the estimate.
     with torch.no_grad():
@@ -231,16 +232,16 @@ def test_overfits_sixteen_samples():
     """60 Adam steps (gradients clipped as the trainer configs do) on one 16-sample batch lower the
     training loss and the MPJPE substantially."""
     torch.manual_seed(0)
-    model = make_dct(dropout=0.0)
-    batch = completed_batch(model, n=16)
+    model = make_dct("scheduler=null", dropout=0.0)
+    batch, targets = completed_batch(model, n=16)
     mesh = MeshError(model.body.regressors["h36m17"])
 
     def measure() -> tuple[float, float]:
         model.eval()
         with torch.no_grad():
             out = model(batch["input"])
-            loss, _ = model.compute_loss(out, batch)
-            mesh.update(model.predict(out, batch).verts, batch["verts"])
+            loss, _ = model.compute_loss(out, batch, targets)
+            mesh.update(model.predict(out, batch, targets).verts, targets.verts)
         mpjpe = float(mesh.compute()["mpjpe"])
         mesh.reset()
         model.train()
@@ -249,7 +250,7 @@ def test_overfits_sixteen_samples():
     loss0, mpjpe0 = measure()
     optimizer = model.configure_optimizers()
     for _ in range(60):
-        loss, _ = model.compute_loss(model(batch["input"]), batch)
+        loss, _ = model.compute_loss(model(batch["input"]), batch, targets)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -22,6 +22,7 @@ from densehmr.losses.densepose import (
     uv_smooth_l1,
 )
 from densehmr.losses.quantize import decode, decode_hard, decode_soft, encode
+from densehmr.methods.base import Targets
 from densehmr.nn.heads.densepose_head import DensePoseHead
 from densehmr.viz.iuv import iuv_to_rgb, points_to_iuv
 
@@ -229,6 +230,11 @@ def batch(body):
     return make_batch(body, n=4, size=(64, 64), seed=3)
 
 
+@pytest.fixture(scope="module")
+def targets(batch) -> Targets:
+    return _method().targets(batch)
+
+
 def test_batch_factory_is_consistent(body):
     b = make_batch(body, n=16, size=(64, 64), seed=0)
     again = make_batch(body, n=16, size=(64, 64), seed=0)
@@ -298,7 +304,7 @@ def test_predict_hand_solved(batch):
 
 
 @pytest.mark.parametrize("regression", ["direct", "quantized"])
-def test_ablated_term_is_not_computed(batch, regression, monkeypatch):
+def test_ablated_term_is_not_computed(batch, targets, regression, monkeypatch):
     weights = {**WEIGHTS, "coarse_seg": 0.0}
     model = _method(regression=regression, loss_weights=weights)
 
@@ -307,7 +313,7 @@ def test_ablated_term_is_not_computed(batch, regression, monkeypatch):
 
     monkeypatch.setattr("densehmr.methods.densereg.coarse_segmentation_ce", forbidden)
     out = model(batch["image"])
-    total, weighted = model.compute_loss(out, batch)
+    total, weighted = model.compute_loss(out, batch, targets)
     expected = {"part_ce", "uv"} | ({"uv_bin"} if regression == "quantized" else set())
     assert set(weighted) == expected
     torch.testing.assert_close(total, sum(weighted.values()))
@@ -315,15 +321,15 @@ def test_ablated_term_is_not_computed(batch, regression, monkeypatch):
     monkeypatch.undo()
     full = _method(regression=regression)
     full.load_state_dict(model.state_dict())
-    _, all_terms = full.compute_loss(full(batch["image"]), batch)
+    _, all_terms = full.compute_loss(full(batch["image"]), batch, targets)
     for key in expected:
         torch.testing.assert_close(all_terms[key], weighted[key])
 
 
-def test_loss_terms_match_the_loss_functions(batch):
+def test_loss_terms_match_the_loss_functions(batch, targets):
     model = _method()
     out = model(batch["image"])
-    terms = model.loss_terms(out, batch)
+    terms = model.loss_terms(out, batch, targets)
     valid = batch["dp_valid"]
     ce = dp_losses.part_cross_entropy(out["part_logits"], batch["dp_xy"], batch["dp_I"], valid, (64, 64))
     torch.testing.assert_close(terms["part_ce"], ce)
@@ -331,18 +337,18 @@ def test_loss_terms_match_the_loss_functions(batch):
     torch.testing.assert_close(terms["coarse_seg"], seg)
 
 
-def test_coarse_parts_use_the_14_part_masks(batch):
+def test_coarse_parts_use_the_14_part_masks(batch, targets):
     model = _method(coarse_classes=15)
     out = model(batch["image"])
     assert out["coarse_logits"].shape[1] == 15
     seg = F.cross_entropy(out["coarse_logits"], batch["mask_parts"][:, 1::2, 1::2])
-    torch.testing.assert_close(model.loss_terms(out, batch)["coarse_seg"], seg)
+    torch.testing.assert_close(model.loss_terms(out, batch, targets)["coarse_seg"], seg)
 
 
 @pytest.mark.parametrize("regression", ["direct", "quantized"])
-def test_gradient_reaches_head_and_backbone(batch, regression):
+def test_gradient_reaches_head_and_backbone(batch, targets, regression):
     model = _method(regression=regression, num_bins=4)
-    total, _ = model.compute_loss(model(batch["image"]), batch)
+    total, _ = model.compute_loss(model(batch["image"]), batch, targets)
     total.backward()
     for name in ("backbone.conv1.weight", "backbone.layer4.1.conv2.weight", "head.lateral.0.weight",
                  "head.tower.0.weight", "head.predictor.weight"):
@@ -350,13 +356,12 @@ def test_gradient_reaches_head_and_backbone(batch, regression):
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-def test_pictures(batch):
+def test_pictures(batch, targets):
     model = _method().eval()
     b = dict(batch)
-    model.complete_batch(b)
     with torch.no_grad():
         out = model(b["image"])
-        pics = model.pictures(out, b, model.predict(out, b))
+        pics = model.pictures(out, b, model.predict(out, b), targets)
     pic = pics["iuv"]
     assert pic.dtype == np.uint8 and pic.shape == (4 * 64, 3 * 64 + 2 * 2, 3)
     # The GT panel is the rendered GT mesh (its silhouette is the mask), not only the points.
@@ -376,8 +381,9 @@ def _overfit(body, regression: str, steps: int, **options) -> tuple[float, float
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     start = time.perf_counter()
     model.train()
+    targets = model.targets(data)
     for _ in range(steps):
-        total, _ = model.compute_loss(model(data["image"]), data)
+        total, _ = model.compute_loss(model(data["image"]), data, targets)
         opt.zero_grad()
         total.backward()
         opt.step()
@@ -396,13 +402,12 @@ def test_overfit_sixteen_samples_reaches_gps_ap_80(body):
     assert ap >= 0.80, f"GPS AP {ap:.3f} after {seconds:.0f} s"
 
 
-def test_rendered_supervision_is_zero_for_maps_equal_to_the_rendered_gt(batch):
+def test_rendered_supervision_is_zero_for_maps_equal_to_the_rendered_gt(batch, targets):
     """With `supervision=rendered`, maps that are the GT mesh's rendered IUV give no part or U, V loss."""
     model = _method(supervision="rendered")
     b = dict(batch)
-    model.complete_batch(b)
     out = model(b["image"])
-    iuv, keep = model.gt_iuv(b, tuple(out["part_logits"].shape[-2:]))
+    iuv, keep = model.gt_iuv(b, targets, tuple(out["part_logits"].shape[-2:]))
     assert keep.all() and (iuv[:, 0] > 0).sum() > 100
     part = iuv[:, 0].long()
     perfect = {
@@ -411,19 +416,18 @@ def test_rendered_supervision_is_zero_for_maps_equal_to_the_rendered_gt(batch):
         "u": iuv[:, 1:2].expand(-1, 25, -1, -1).clone(),
         "v": iuv[:, 2:3].expand(-1, 25, -1, -1).clone(),
     }
-    terms = model.loss_terms(perfect, b)
+    terms = model.loss_terms(perfect, b, targets)
     assert terms["part_ce"].item() < 1e-6 and terms["uv"].item() < 1e-6
     # The annotated points of the same samples are not the target any more: points mode scores them.
-    assert _method().loss_terms(perfect, b)["part_ce"].item() > 1e-3
+    assert _method().loss_terms(perfect, b, targets)["part_ce"].item() > 1e-3
 
 
-def test_rendered_supervision_keeps_the_points_of_samples_without_a_mesh(batch):
+def test_rendered_supervision_keeps_the_points_of_samples_without_a_mesh(batch, targets):
     b = dict(batch)
-    _method().complete_batch(b)
     b["has_smpl"] = torch.zeros_like(b["has_smpl"])  # vertices are there, but no sample has a GT mesh
     points, rendered = _method(), _method(supervision="rendered")
     rendered.load_state_dict(points.state_dict())
     out = points(b["image"])
-    expected, got = points.loss_terms(out, b), rendered.loss_terms(out, b)
+    expected, got = points.loss_terms(out, b, targets), rendered.loss_terms(out, b, targets)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key])

@@ -204,8 +204,7 @@ def test_a_declared_evaluation_only_option_leaves_training_unchanged(body, name,
         OmegaConf.update(cfg, key, value)
         torch.manual_seed(0)
         model = build_method(cfg)
-        model.complete_batch(batch)
-        loss, _ = model.compute_loss(model(batch["image"]), batch)
+        loss, _ = model.compute_loss(model(batch["image"]), batch, model.targets(batch))
         loss.backward()
         trained.append((value, loss.detach(), {k: v.shape for k, v in model.state_dict().items()},
                         {k: p.grad for k, p in model.named_parameters() if p.grad is not None}))

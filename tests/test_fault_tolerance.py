@@ -230,11 +230,11 @@ class _Poisonable(BaseMethod):
     def forward(self, image):
         return {"y": self.linear(image.mean((2, 3)))}
 
-    def loss_terms(self, out, batch):
+    def loss_terms(self, out, batch, targets):
         loss = (out["y"][:, 0] - batch["target"]).pow(2).mean()
         return {"fit": torch.where(batch["poison"].any(), torch.full_like(loss, float("nan")), loss)}
 
-    def predict(self, out, batch):
+    def predict(self, out, batch, targets=None):
         return Prediction()
 
 

@@ -12,7 +12,7 @@ from batch_factory import make_batch
 from method_factory import make_method
 from omegaconf import OmegaConf
 
-from densehmr.methods.meshpose import MeshPose, _to_pixel_space
+from densehmr.methods.meshpose import MeshPose, MeshPoseTargets, _to_pixel_space
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 WEIGHTS = dict(OmegaConf.load(CONFIGS / "method" / "meshpose.yaml").method.module.loss_weights)
@@ -37,67 +37,67 @@ def model(body) -> MeshPose:
 
 
 @pytest.fixture(scope="module")
-def batch(body, model) -> dict:
-    b = make_batch(body, n=4, size=SIZE, seed=0)
-    model.complete_batch(b)
-    return b
+def batch(body) -> dict:
+    return make_batch(body, n=4, size=SIZE, seed=0)
 
 
-def _gt_output(model: MeshPose, batch: dict) -> dict:
+@pytest.fixture(scope="module")
+def gt(model, batch) -> MeshPoseTargets:
+    return model.targets(batch)
+
+
+def _gt_output(model: MeshPose, batch: dict, gt: MeshPoseTargets) -> dict:
     """A network output whose fused vertices are the ground truth."""
-    return {**model(batch["image"]), "verts_low": model.targets(batch)["verts_low"]}
+    return {**model(batch["image"]), "verts_low": gt.verts_low}
 
 
 # ----------------------------------------------------------------------------- spaces and scale
-def test_pixel_space_round_trips_through_to_camera_with_the_gt_root(body, batch):
+def test_pixel_space_round_trips_through_to_camera_with_the_gt_root(body, batch, gt):
     m = build(metric_scale="gt_root")
-    gt = m.targets(batch)
     focal, principal, _ = m._focal_principal(batch)
-    full_px = _to_pixel_space(batch["verts"], gt["root_depth"], focal, principal)
-    back = m.to_camera(full_px, gt["verts_low"], batch)
-    torch.testing.assert_close(back, batch["verts"], atol=1e-4, rtol=0)
+    full_px = _to_pixel_space(gt.verts, gt.root_depth, focal, principal)
+    back = m.to_camera(full_px, gt.verts_low, batch, gt)
+    torch.testing.assert_close(back, gt.verts, atol=1e-4, rtol=0)
 
 
-def test_samples_with_a_part_near_the_camera_get_no_pixel_space_targets(body, batch):
+def test_samples_with_a_part_near_the_camera_get_no_pixel_space_targets(body, batch, gt):
     """A truncated close-up (its nearest point at ~0.1 x the root depth) would project to huge pixels: such a sample
     is left out of the 3D terms, the others keep theirs."""
     m = build()
-    close = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items() if k != "_meshpose_targets"}
-    root = m.targets(batch)["root_depth"][0]
-    z = close["verts"][0, :, 2]
-    close["verts"][0, :, 2] = root + (z - root) * 0.9 * root / (root - z.min())  # stretched towards the camera
-    has = m.targets(close)["has_verts"]
-    assert not has[0] and has[1:].equal(m.targets(batch)["has_verts"][1:])
-    loss = m.loss_terms(m(close["image"]), close)["vertex"]
+    verts = gt.verts.clone()
+    root = gt.root_depth[0]
+    z = verts[0, :, 2]
+    verts[0, :, 2] = root + (z - root) * 0.9 * root / (root - z.min())  # stretched towards the camera
+    close = m.pixel_targets(batch, verts)
+    assert not close.has_verts[0] and close.has_verts[1:].equal(gt.has_verts[1:])
+    loss = m.loss_terms(m(batch["image"]), batch, close)["vertex"]
     assert torch.isfinite(loss) and loss.item() < 10.0
 
 
-def test_template_scale_recovers_the_body_size(model, batch):
-    gt = model.targets(batch)
+def test_template_scale_recovers_the_body_size(model, batch, gt):
     focal, principal, _ = model._focal_principal(batch)
-    full_px = _to_pixel_space(batch["verts"], gt["root_depth"], focal, principal)
-    est = model.to_camera(full_px, gt["verts_low"], batch)
+    full_px = _to_pixel_space(gt.verts, gt.root_depth, focal, principal)
+    est = model.to_camera(full_px, gt.verts_low, batch, gt)
     size = lambda v: (v - v.mean(1, keepdim=True)).norm(dim=-1).mean(1)  # noqa: E731
-    ratio = size(est) / size(batch["verts"])
+    ratio = size(est) / size(gt.verts)
     assert ((ratio - 1).abs() < 0.1).all(), ratio  # shapes vary about the mean template by a few percent
 
 
-def test_landmarks_of_the_pixel_space_target_match_the_batch_keypoints(model, batch):
-    gt = model.targets(batch)
-    kp = torch.einsum("jv,bvc->bjc", model.landmark_coco, gt["verts_low"][..., :2])
+def test_landmarks_of_the_pixel_space_target_match_the_batch_keypoints(model, batch, gt):
+    kp = torch.einsum("jv,bvc->bjc", model.landmark_coco, gt.verts_low[..., :2])
     err = (kp - batch["kp2d"][..., :2]).norm(dim=-1)
     assert err.mean() < 1.0, err.mean()  # px in a 64 px crop
-    joints = torch.einsum("jv,bvc->bjc", model.landmark_h36m, gt["verts_low"])
+    joints = torch.einsum("jv,bvc->bjc", model.landmark_h36m, gt.verts_low)
     joints = joints - joints[:, :1]
-    assert (joints - gt["joints3d"]).norm(dim=-1).mean() < 1.0
+    assert (joints - gt.joints3d).norm(dim=-1).mean() < 1.0
 
 
-def test_predicting_the_gt_mesh_renders_the_gt_densepose(model, batch):
+def test_predicting_the_gt_mesh_renders_the_gt_densepose(model, batch, gt):
     m = build(metric_scale="gt_root")
-    pred = m.predict(_gt_output(m, batch), batch)
+    pred = m.predict(_gt_output(m, batch, gt), batch, gt)
     assert pred.iuv.shape == (4, 3, *SIZE)
-    assert pred.kp2d.shape == (4, 17, 3) and pred.verts.shape == batch["verts"].shape
-    assert (pred.verts - batch["verts"]).norm(dim=-1).mean() < 0.01  # metres: upsampler residual
+    assert pred.kp2d.shape == (4, 17, 3) and pred.verts.shape == gt.verts.shape
+    assert (pred.verts - gt.verts).norm(dim=-1).mean() < 0.01  # metres: upsampler residual
     valid = batch["dp_valid"]
     xy = batch["dp_xy"].long()
     b = torch.arange(4)[:, None].expand_as(valid)
@@ -110,16 +110,16 @@ def test_predicting_the_gt_mesh_renders_the_gt_densepose(model, batch):
     assert vp.shape == (4, 3, *SIZE) and vp[:, 0].max() <= 24
 
 
-def test_vertexpose_densepose_of_ideal_heatmaps_matches_the_annotations(model, batch):
+def test_vertexpose_densepose_of_ideal_heatmaps_matches_the_annotations(model, batch, gt):
     """Logits that are the log-barycentrics of the GT low-poly surface at each cell decode (through the
     resizing and the mask) to the annotated parts. Cells are crop pixels here: at a 64 px crop's 16 x 16
     heatmaps, limbs are a cell wide and resolution, not decoding, would dominate the comparison."""
     from densehmr.render import rasterize
 
-    gt = model.targets(batch)["verts_low"]
-    screen = torch.cat([gt[..., :2], gt[..., 2:] - gt[..., 2:].amin(1, keepdim=True) + 1.0], -1)
+    low = gt.verts_low
+    screen = torch.cat([low[..., :2], low[..., 2:] - low[..., 2:].amin(1, keepdim=True) + 1.0], -1)
     frags = rasterize(screen, model.faces_low, SIZE, perspective_correct=False)
-    logits = torch.full((4, *SIZE, gt.shape[1]), -20.0)  # (B, H, W, v)
+    logits = torch.full((4, *SIZE, low.shape[1]), -20.0)  # (B, H, W, v)
     corners = model.faces_low[frags.face_idx.clamp(min=0)]  # (B, h, w, 3)
     logits.scatter_(-1, corners, frags.bary.clamp(min=1e-4).log())
     out = {"heatmaps": logits.permute(0, 3, 1, 2), "mask_logits": torch.where(frags.mask, 10.0, -10.0)[:, None]}
@@ -179,9 +179,9 @@ ROUTES = {
 
 
 @pytest.mark.parametrize("term", sorted(ROUTES))
-def test_each_term_reaches_the_parameters_it_should(body, batch, term):
+def test_each_term_reaches_the_parameters_it_should(body, batch, gt, term):
     m = build({term: 1.0})
-    total, weighted = m.compute_loss(m(batch["image"]), batch)
+    total, weighted = m.compute_loss(m(batch["image"]), batch, gt)
     assert set(weighted) == {term}
     assert torch.isfinite(total) and total.item() > 0
     total.backward()
@@ -190,17 +190,17 @@ def test_each_term_reaches_the_parameters_it_should(body, batch, term):
         assert (norms[group] > 0) == reached, (term, group, norms)
 
 
-def test_finetuned_upsampler_is_trained_by_its_own_term_only(body, batch):
+def test_finetuned_upsampler_is_trained_by_its_own_term_only(body, batch, gt):
     m = build({"upsampler": 1.0, "vertex": 1.0}, finetune_upsampler=True)
-    terms = m.loss_terms(m(batch["image"]), batch)
+    terms = m.loss_terms(m(batch["image"]), batch, gt)
     terms["upsampler"].backward(retain_graph=True)
     assert m.upsampler.grad.abs().sum() > 0 and sum(_grad_norms(m).values()) == 0
     assert not isinstance(build({"upsampler": 1.0}).upsampler, torch.nn.Parameter)
-    assert "upsampler" not in build({"upsampler": 1.0}).loss_terms(m(batch["image"]), batch)
+    assert "upsampler" not in build({"upsampler": 1.0}).loss_terms(m(batch["image"]), batch, gt)
 
 
 @pytest.mark.parametrize("ablation", ["l3d", "l3d_l2d", "full"])
-def test_ablations_zero_exactly_their_groups(body, batch, ablation):
+def test_ablations_zero_exactly_their_groups(body, batch, gt, ablation):
     overrides = OmegaConf.load(CONFIGS / "ablation" / f"{ablation}.yaml")
     weights = dict(WEIGHTS)
     weights.update(OmegaConf.select(overrides, "method.module.loss_weights", default={}) or {})
@@ -209,14 +209,14 @@ def test_ablations_zero_exactly_their_groups(body, batch, ablation):
     )
     m = build(weights)
     out = m(batch["image"])
-    total, weighted = m.compute_loss(out, batch)
+    total, weighted = m.compute_loss(out, batch, gt)
     assert set(weighted) == kept
     # An ablated term contributes nothing: the total is the sum over the kept terms alone, and the
     # gradient equals that of a model that never had the other weights.
     total.backward()
     grads = [p.grad.clone() if p.grad is not None else None for p in m.parameters()]
     ref = build({k: v for k, v in weights.items() if k in kept})
-    ref_total, _ = ref.compute_loss(ref(batch["image"]), batch)
+    ref_total, _ = ref.compute_loss(ref(batch["image"]), batch, gt)
     ref_total.backward()
     assert total.item() == pytest.approx(ref_total.item(), rel=1e-5)
     for g, p in zip(grads, ref.parameters(), strict=True):
@@ -226,17 +226,17 @@ def test_ablations_zero_exactly_their_groups(body, batch, ablation):
             torch.testing.assert_close(g, p.grad, atol=1e-6, rtol=1e-4)
 
 
-def test_everything_ablated_keeps_a_zero_connected_loss(body, batch):
+def test_everything_ablated_keeps_a_zero_connected_loss(body, batch, gt):
     m = build({k: 0.0 for k in WEIGHTS})
-    total, weighted = m.compute_loss(m(batch["image"]), batch)
+    total, weighted = m.compute_loss(m(batch["image"]), batch, gt)
     assert weighted == {} and total.item() == 0.0
     total.backward()
     assert sum(_grad_norms(m).values()) == 0.0
 
 
-def test_shared_metrics_score_the_gt_mesh_near_perfect(body, batch):
+def test_shared_metrics_score_the_gt_mesh_near_perfect(body, batch, gt):
     m = build(metric_scale="gt_root")
-    m.update_metrics(m.predict(_gt_output(m, batch), batch), batch)
+    m.update_metrics(m.predict(_gt_output(m, batch, gt), batch, gt), batch, gt)
     metrics = m.metrics()
     assert "vertexpose__densepose" in metrics
     mesh = metrics["mesh"].compute()
@@ -272,11 +272,11 @@ def test_configs_compose_with_each_backbone_preset(body, extra, backbone):
 
 
 # ----------------------------------------------------------------------------- pictures
-def test_pictures_are_uint8_panels(model, batch, tmp_path):
+def test_pictures_are_uint8_panels(model, batch, gt, tmp_path):
     from densehmr.viz.mesh_overlay import save_png
 
-    out = _gt_output(model, batch)
-    pics = model.pictures(out, batch, model.predict(out, batch))
+    out = _gt_output(model, batch, gt)
+    pics = model.pictures(out, batch, model.predict(out, batch, gt), gt)
     assert set(pics) == {"heatmaps", "iuv", "mesh"}
     for name, pic in pics.items():
         assert pic.dtype.name == "uint8" and pic.ndim == 3 and pic.shape[0] == SIZE[0]
@@ -297,13 +297,13 @@ def test_overfits_sixteen_samples(body):
     torch.manual_seed(0)
     data = make_batch(body, n=16, size=SIZE, seed=3)
     m = build(metric_scale="template")
-    m.complete_batch(data)
+    gt = m.targets(data)
     opt = torch.optim.Adam(m.parameters(), lr=2e-3)
     first = last = None
     start = time.perf_counter()
     for _ in range(STEPS):
         out = m(data["image"])
-        total, weighted = m.compute_loss(out, data)
+        total, weighted = m.compute_loss(out, data, gt)
         opt.zero_grad()
         total.backward()
         opt.step()
@@ -311,7 +311,7 @@ def test_overfits_sixteen_samples(body):
             first = {k: v.item() for k, v in weighted.items()}
     last = {k: v.item() for k, v in weighted.items()}
     elapsed = time.perf_counter() - start
-    err_px = (out["verts_low"] - m.targets(data)["verts_low"]).norm(dim=-1).mean().item()
+    err_px = (out["verts_low"] - gt.verts_low).norm(dim=-1).mean().item()
     print(f"overfit {STEPS} steps: {elapsed:.1f} s; vertex error {err_px:.2f} px; first {first}; last {last}")
     assert last["vertex"] < 0.25 * first["vertex"]
     assert last["barycentric"] < 0.8 * first["barycentric"]

@@ -84,10 +84,10 @@ class Bare(BaseMethod):
     def forward(self, image):
         return {"mask_logits": self.conv(image)[:, 0]}
 
-    def loss_terms(self, out, batch):
+    def loss_terms(self, out, batch, targets):
         return {}
 
-    def predict(self, out, batch):
+    def predict(self, out, batch, targets=None):
         return Prediction(mask=(out["mask_logits"] > 0).float())
 
 

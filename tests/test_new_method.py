@@ -48,7 +48,7 @@ class ToyMethod(BaseMethod):
         maps = F.interpolate(self.head(self.backbone(image)[0]), size=image.shape[-2:], mode="bilinear")
         return {"mask_logits": maps[:, 0], "part_logits": maps[:, 1:]}
 
-    def loss_terms(self, out, batch):
+    def loss_terms(self, out, batch, targets):
         terms = {}
         if self.active("mask"):
             keep = batch["has_mask"]
@@ -60,7 +60,7 @@ class ToyMethod(BaseMethod):
             )
         return terms
 
-    def predict(self, out, batch):
+    def predict(self, out, batch, targets=None):
         """mask (B, H, W); iuv (B, 3, H, W): the arg-max part inside the mask, U = V = 0.5 (no UV head)."""
         mask = (out["mask_logits"] > 0).float()
         part = out["part_logits"].argmax(1).float() * mask

@@ -293,13 +293,13 @@ def _method(**options):
 def test_losses_predictions_and_cameras(body, small_batch):
     method = _method()
     batch = dict(small_batch)
-    method.complete_batch(batch)
+    targets = method.targets(batch)
     out = method(batch["image"])
-    terms = method.loss_terms(out, batch)
+    terms = method.loss_terms(out, batch, targets)
     assert set(terms) == set(LOSS_WEIGHTS)
     assert all(torch.isfinite(v) and v > 0 for v in terms.values())
     # The GT IUV rendered at the crop size covers the person mask.
-    iuv, keep = method.gt_iuv(batch, (64, 64))
+    iuv, keep = method.gt_iuv(batch, targets, (64, 64))
     assert keep.all()
     agree = ((iuv[:, 0] > 0).float() == batch["mask"]).float().mean()
     assert agree > 0.99
@@ -324,12 +324,12 @@ def _gt_weak_perspective(batch: dict, size: int) -> torch.Tensor:
 def test_predicting_the_gt_body_scores_near_perfect(body, small_batch):
     method = _method()
     batch = dict(small_batch)
-    method.complete_batch(batch)
+    targets = method.targets(batch)
     cam = _gt_weak_perspective(batch, 64)
-    verts = batch["verts"] - batch["cam_t"][:, None]
+    verts = targets.verts - batch["cam_t"][:, None]
     kp2d = (cam[:, None, :1] * (body.regressors["coco17"] @ verts)[..., :2] + cam[:, None, 1:] + 1) * 32
     pred = method.predict({"verts": verts, "cam": cam, "kp2d": kp2d}, batch)
-    torch.testing.assert_close(pred.verts, batch["verts"])
+    torch.testing.assert_close(pred.verts, targets.verts)
     # Weak perspective differs from the batch's strong perspective (focal = 2 crop sizes) by a few px.
     assert (kp2d - batch["kp2d"][..., :2]).norm(dim=-1).mean() < 1.0
     valid, xy = batch["dp_valid"], batch["dp_xy"].long()
@@ -338,7 +338,7 @@ def test_predicting_the_gt_body_scores_near_perfect(body, small_batch):
     assert (part == batch["dp_I"]).float()[valid].mean() > 0.85
     # The mask is the predicted mesh's silhouette: the GT body's covers the person mask.
     assert (pred.mask == batch["mask"]).float().mean() > 0.95
-    method.update_metrics(pred, batch)
+    method.update_metrics(pred, batch, targets)
     assert method.metrics()["mesh"].compute()["mpjpe"] < 1e-3
     assert method.metrics()["densepose"].compute()["gps_ap"] > 0.6
 
@@ -367,12 +367,12 @@ def test_configs_compose(body, experiment):
 def test_aux_iuv_off_and_weights_off(small_batch):
     method = _method(aux_iuv=False)
     batch = dict(small_batch)
-    method.complete_batch(batch)
+    targets = method.targets(batch)
     out = method(batch["image"])
     assert "iuv" not in out and method.head.iuv is None
-    assert "aux_iuv" not in method.loss_terms(out, batch)
+    assert "aux_iuv" not in method.loss_terms(out, batch, targets)
     method.loss_weights["pose"] = 0.0
-    assert "pose" not in method.loss_terms(out, batch)
+    assert "pose" not in method.loss_terms(out, batch, targets)
 
 
 @pytest.mark.slow
@@ -389,7 +389,7 @@ def test_overfit_sixteen_samples_lowers_mpjpe(body, tmp_path):
         "pymaf", image_size=(32, 32), aux_iuv=False, mean_params=str(mean_path), channels=64, hidden=256,
         dropout=0.0, loss_weights={k: v for k, v in LOSS_WEIGHTS.items() if k != "aux_iuv"},
     )
-    method.complete_batch(batch)
+    targets = method.targets(batch)
     optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
 
     def mpjpe() -> float:
@@ -398,12 +398,12 @@ def test_overfit_sixteen_samples_lowers_mpjpe(body, tmp_path):
             pred = method.predict(method(batch["image"]), batch)
         method.train()
         metric = MeshError(body.regressors["h36m17"])
-        metric.update(pred.verts, batch["verts"])
+        metric.update(pred.verts, targets.verts)
         return float(metric.compute()["mpjpe"])
 
     before = mpjpe()
     for _ in range(OVERFIT_STEPS):
-        total, _ = method.compute_loss(method(batch["image"]), batch)
+        total, _ = method.compute_loss(method(batch["image"]), batch, targets)
         optimizer.zero_grad()
         total.backward()
         optimizer.step()

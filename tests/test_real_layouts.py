@@ -46,7 +46,7 @@ from datamodules.readers import DensePoseCocoReader, SpinNpz, SpinNpzReader
 from datamodules.readers.joints import COCO17_FROM_SPIN24, H36M17_FROM_SPIN24, SPIN24_NAMES
 from datamodules.transforms import AugmentParams
 from densehmr.body.assets import H36M_TO_LSP14
-from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.methods.base import BaseMethod, Prediction, Targets
 from densehmr.metrics import MeshError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -208,7 +208,7 @@ def test_protocol_2_errors_come_from_s_alone(body, persons):
         "has_smpl": torch.tensor([False]), "has_kp3d": torch.tensor([True]), "kp3d": kp3d,
         **{k: torch.zeros(1, 1) for k in ("dp_xy", "dp_I", "dp_U", "dp_V", "dp_valid", "mask", "bbox", "has_dp")},
     }
-    BaseMethod.update_metrics(fake, Prediction(verts=pred), batch)
+    BaseMethod.update_metrics(fake, Prediction(verts=pred), batch, Targets(verts=None))
     out = metric.compute()
     assert float(out["pa_mpjpe"]) < 1e-6 and torch.isnan(out["pve"])
     assert float(out["mpjpe"]) == pytest.approx(float(0.1 * lsp.norm(dim=-1).mean() * 1000), rel=1e-6)
@@ -243,16 +243,16 @@ def test_3dpw_gender_picks_the_gendered_gt_body(tmp_path, body, persons, mappers
 
     gendered = _gendered_body(body, tmp_path)
     holder = _gt_holder(gendered)
-    BaseMethod.complete_batch(holder, batch)
+    verts = BaseMethod.gt_vertices(holder, batch)
     neutral = BaseMethod._gt_vertices(holder, body.model_file, batch)
     female = BaseMethod._gt_vertices(holder, gendered.extras["gendered_model_files"]["female"], batch)
-    assert torch.equal(batch["verts"][0], neutral[0]) and torch.equal(batch["verts"][1], female[1])
+    assert torch.equal(verts[0], neutral[0]) and torch.equal(verts[1], female[1])
     assert not torch.allclose(female[1], neutral[1])
 
     plain = _gt_holder(body)
     with caplog.at_level(logging.WARNING, logger="densehmr.methods.base"):
         for _ in range(2):
-            BaseMethod.complete_batch(plain, {k: v for k, v in batch.items() if k != "verts"})
+            BaseMethod.gt_vertices(plain, batch)
     said = [r.getMessage() for r in caplog.records if "gendered" in r.getMessage()]
     assert len(said) == 1 and "body 'open' has no gendered models" in said[0]
 

@@ -74,11 +74,9 @@ def test_fitted_cameras_switch_on_the_3d_terms_and_the_rendered_iuv(body, root):
     pymaf = make_method("pymaf", loss_weights={"aux_iuv": 1.0}, seed=None, channels=32, hidden=64)
     for method, terms in ((meshpose, ("vertex", "edge", "normal", "joints3d")), (pymaf, ("aux_iuv",))):
         with torch.no_grad():
-            fitted, bare = dict(batch), dict(no_camera)
-            method.complete_batch(fitted)
-            method.complete_batch(bare)
             out = method(batch["image"])
-            with_cam, without = method.loss_terms(out, fitted), method.loss_terms(out, bare)
+            with_cam = method.loss_terms(out, batch, method.targets(batch))
+            without = method.loss_terms(out, no_camera, method.targets(no_camera))
         for term in terms:
             assert float(with_cam[term]) > 0 and float(without[term]) == 0, term
 

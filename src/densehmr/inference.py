@@ -266,7 +266,7 @@ class Predictor:
         boxes = boxes or [None]
         crops = [crop_person(image, box, tuple(self.model.image_size), self.focal) for box in boxes]
         batch = inference_batch(crops, self.device)
-        out = self.model(self.model.network_input(batch))
+        out = self.model(self.model.network_input(batch, None))  # a photograph has no targets
         pred = self.model.predict(out, batch)
         return [_person(pred, i, crop) for i, crop in enumerate(crops)]
 

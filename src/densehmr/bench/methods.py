@@ -216,11 +216,13 @@ def _to(batch: Mapping, device: torch.device, size: int) -> dict:
 
 
 def _train_step(model, batch: dict) -> Callable[[], None]:
-    """Forward + weighted loss + backward on `batch` (gradients dropped each time, no optimizer)."""
+    """Forward + weighted loss + backward on `batch` (gradients dropped each time, no optimizer; the batch's
+    targets computed once, outside the step)."""
+    targets = model.targets(batch)
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        total, _ = model.compute_loss(model(batch["image"]), batch)
+        total, _ = model.compute_loss(model(batch["image"]), batch, targets)
         total.backward()
 
     return step
@@ -331,7 +333,6 @@ def measure_method(method: str, backbone: str, batch: Mapping, settings: MethodS
     # Memory first: a step's peak is only visible above every earlier one. That step warms up the rest.
     model.train()
     data = _to(batch, device, train_batch)
-    model.complete_batch(data)
     step = _train_step(model, data)
     train = {"peak_mem_mb": peak_memory_mb(step, device)}
     train["train_step_ms"] = median_ms(step, settings.train_repeats, max(0, settings.warmup - 1), device)

@@ -144,7 +144,7 @@ def compare_method(method: str, cfg, settings: CheckSettings) -> ForwardResult:
         torch.manual_seed(0)
         model = build_method(cfg).eval()
         batch = check_batch(cfg, settings)
-        image = model.network_input(batch).float()
+        image = model.network_input(batch, model.targets(batch)).float()
         calibrate_batchnorm(model, image)
         device = torch.device(settings.device)
         amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16

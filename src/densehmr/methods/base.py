@@ -2,12 +2,13 @@
 
 A method implements three things and nothing else:
 - `forward(image) -> dict` of raw network outputs;
-- `loss_terms(out, batch) -> dict[name, scalar]` of *unweighted* loss terms; only terms whose weight in
-  `loss_weights` is non-zero are asked for (`self.active(name)`), so a weight of 0 removes a term;
-- `predict(out, batch) -> Prediction`: what it has of the prediction interface (`iuv` (B,3,H,W) I,U,V per
+- `loss_terms(out, batch, targets) -> dict[name, scalar]` of *unweighted* loss terms; only terms whose weight
+  in `loss_weights` is non-zero are asked for (`self.active(name)`), so a weight of 0 removes a term;
+- `predict(out, batch, targets=None) -> Prediction`: what it has of the prediction interface (`iuv` (B,3,H,W) I,U,V per
   crop pixel; `mask` (B,H,W); `verts` (B,V,3) metres, camera frame, full mesh; `kp2d` (B,17,3) COCO-17 crop
   px + score), plus optional extra IUV predictions under other metric prefixes.
-The base does the rest: weighting and logging each term, optimizers, shared metrics, pictures.
+The base does the rest: the batch's `Targets` (once per step, `targets(batch)`; a method extends them),
+weighting and logging each term, optimizers, shared metrics, pictures.
 The contracts (crop frame, batch keys, `Prediction`, loss terms, metric keys): docs/architecture.md.
 """
 
@@ -46,6 +47,15 @@ class Prediction:
     verts: Tensor | None = None
     kp2d: Tensor | None = None
     extra_iuv: dict[str, Tensor] = field(default_factory=dict)  # metric prefix -> (B,3,H,W)
+
+
+@dataclass
+class Targets:
+    """What a method derives from a batch, once per step (`BaseMethod.targets`), and hands to
+    `network_input`, `loss_terms`, `predict`, the metrics and the pictures; the batch itself is never
+    written to (docs/architecture.md, "Targets"). A method with more derived targets subclasses it."""
+
+    verts: Tensor | None  # (B, V, 3) GT full mesh, camera frame, metres; None without SMPL-format parameters
 
 
 class BaseMethod(pl.LightningModule, ABC):
@@ -93,26 +103,32 @@ class BaseMethod(pl.LightningModule, ABC):
 
     # ----------------------------------------------------------------- to implement
     @abstractmethod
-    def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
+    def loss_terms(self, out: dict, batch: dict, targets: Targets) -> dict[str, Tensor]:
         """Unweighted scalar loss terms, only those with a non-zero weight (see `active`)."""
 
     @abstractmethod
-    def predict(self, out: dict, batch: dict) -> Prediction:
-        """The prediction interface from the raw outputs."""
+    def predict(self, out: dict, batch: dict, targets: Targets | None = None) -> Prediction:
+        """The prediction interface from the raw outputs; targets where the batch has them (training and
+        evaluation, not photographs), for methods with an oracle option."""
 
     # ----------------------------------------------------------------- shared
-    def network_input(self, batch: dict) -> Tensor:
-        """What `forward` receives: the image (B,3,H,W); methods with extra input channels override."""
+    def targets(self, batch: dict) -> Targets:
+        """The batch's targets (see `Targets`); methods with more override and extend."""
+        return Targets(verts=self.gt_vertices(batch))
+
+    def network_input(self, batch: dict, targets: Targets | None) -> Tensor:
+        """What `forward` receives: the image (B,3,H,W); methods with extra input channels override (targets:
+        None on photographs)."""
         return batch["image"]
 
     def active(self, term: str) -> bool:
         return self.loss_weights.get(term, 0.0) != 0.0
 
-    def compute_loss(self, out: dict, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+    def compute_loss(self, out: dict, batch: dict, targets: Targets) -> tuple[Tensor, dict[str, Tensor]]:
         """Total weighted loss and each weighted term (for logging); the terms are computed in float32
         whatever the training precision (bf16 pixel coordinates are 0.5 px coarse at 128 px)."""
         with torch.autocast(device_type=batch["image"].device.type, enabled=False):
-            terms = self.loss_terms(_to_float(out), batch)
+            terms = self.loss_terms(_to_float(out), batch, targets)
         unknown = set(terms) - set(self.loss_weights)
         if unknown:
             raise KeyError(f"{self.name}: loss terms without a weight in config: {sorted(unknown)}")
@@ -126,9 +142,9 @@ class BaseMethod(pl.LightningModule, ABC):
         return sum(v.sum() * 0.0 for v in out.values() if isinstance(v, Tensor) and v.requires_grad)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        self.complete_batch(batch)
-        out = self(self.network_input(batch))
-        total, weighted = self.compute_loss(out, batch)
+        targets = self.targets(batch)
+        out = self(self.network_input(batch, targets))
+        total, weighted = self.compute_loss(out, batch, targets)
         if not check_loss(self, total, weighted, self.nonfinite_policy):
             return None  # Lightning skips the backward pass and the optimizer step
         bs = batch["image"].shape[0]
@@ -138,7 +154,7 @@ class BaseMethod(pl.LightningModule, ABC):
             self._supervised[k] = self._supervised[k] | seen if k in self._supervised else seen
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         if self.log_images_every_n_steps and self.global_step % self.log_images_every_n_steps == 0:
-            self.log_pictures(out, batch, "train")
+            self.log_pictures(out, batch, targets, "train")
         return total
 
     def on_train_epoch_end(self) -> None:
@@ -163,14 +179,14 @@ class BaseMethod(pl.LightningModule, ABC):
         self._eval_step(batch, batch_idx, "test")
 
     def _eval_step(self, batch: dict, batch_idx: int, stage: str) -> None:
-        self.complete_batch(batch)
-        out = self(self.network_input(batch))
-        total, _ = self.compute_loss(out, batch)
+        targets = self.targets(batch)
+        out = self(self.network_input(batch, targets))
+        total, _ = self.compute_loss(out, batch, targets)
         self.log(f"{stage}/loss", total, batch_size=batch["image"].shape[0], sync_dist=True)
-        pred = self.predict(out, batch)
-        self.update_metrics(pred, batch)
+        pred = self.predict(out, batch, targets)
+        self.update_metrics(pred, batch, targets)
         if batch_idx == 0:
-            self.log_pictures(out, batch, stage, pred)
+            self.log_pictures(out, batch, targets, stage, pred)
 
     def on_validation_epoch_end(self) -> None:
         self.log_metrics("val")
@@ -199,7 +215,7 @@ class BaseMethod(pl.LightningModule, ABC):
             m[key] = DensePoseAP(self.body.geodesic, kappa=self.densepose_kappa).to(self.device)
         return m[key]
 
-    def update_metrics(self, pred: Prediction, batch: dict) -> None:
+    def update_metrics(self, pred: Prediction, batch: dict, targets: Targets) -> None:
         m = self.metrics()
         dp_args = dict(
             dp_xy=batch["dp_xy"], dp_I=batch["dp_I"], dp_U=batch["dp_U"], dp_V=batch["dp_V"],
@@ -217,7 +233,7 @@ class BaseMethod(pl.LightningModule, ABC):
             m["keypoints"].update_crops(pred.kp2d, batch["kp2d"], batch["bbox"], batch["area"], batch["has_kp2d"])
         if pred.verts is not None and batch["has_smpl"].any():
             keep = batch["has_smpl"]
-            m["mesh"].update(pred.verts[keep], batch["verts"][keep])
+            m["mesh"].update(pred.verts[keep], targets.verts[keep])
         if pred.verts is not None and "has_kp3d" in batch:
             # Motion-capture joints without a body (Human3.6M protocol 2, MPI-INF-3DHP): errors from them.
             keep = batch["has_kp3d"] & ~batch["has_smpl"]
@@ -247,12 +263,12 @@ class BaseMethod(pl.LightningModule, ABC):
         return flat
 
     # ----------------------------------------------------------------- ground truth on device
-    def complete_batch(self, batch: dict) -> None:
-        """Add `verts` (B,V,3) camera-frame GT vertices from the SMPL-format parameters, on device: from
-        the body's gendered models (`extras["gendered_model_files"]`: {"male": path, "female": path}) for
+    def gt_vertices(self, batch: dict) -> Tensor | None:
+        """(B,V,3) camera-frame GT vertices from the SMPL-format parameters, on device (None without them):
+        from the body's gendered models (`extras["gendered_model_files"]`: {"male": path, "female": path}) for
         samples with a gender (`gender` 1 male, 2 female) when it has them, else from its neutral model."""
-        if "verts" in batch or "betas" not in batch:
-            return
+        if "betas" not in batch:
+            return None
         verts = self._gt_vertices(self.body.model_file, batch)
         gender = batch.get("gender")
         files = self.body.extras.get("gendered_model_files")
@@ -265,7 +281,7 @@ class BaseMethod(pl.LightningModule, ABC):
             self._neutral_said = True
             log.warning("GT bodies with a gender are the neutral body's: body '%s' has no gendered models",
                         self.body.name)
-        batch["verts"] = verts + batch["cam_t"][:, None].float()
+        return verts + batch["cam_t"][:, None].float()
 
     def _gt_vertices(self, model_file, batch: dict) -> Tensor:
         """(B, V, 3) vertices of the batch's SMPL-format parameters under a body file's model, which is
@@ -281,11 +297,11 @@ class BaseMethod(pl.LightningModule, ABC):
                 global_orient=batch["global_orient"].float(),
             ).vertices
 
-    def gt_iuv(self, batch: dict, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """IUV (B, 3, h, w) of the GT meshes (`verts`) rendered by their crop cameras on an (h, w) grid over
-        the crop, and which samples (B,) have one (SMPL parameters and a camera): `render.gt_mesh_iuv`."""
+    def gt_iuv(self, batch: dict, targets: Targets, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """IUV (B, 3, h, w) of the GT meshes (`targets.verts`) rendered by their crop cameras on an (h, w) grid
+        over the crop, and which samples (B,) have one (SMPL parameters and a camera): `render.gt_mesh_iuv`."""
         has_mesh = batch["has_smpl"] & batch["has_cam"]
-        return gt_mesh_iuv(batch["verts"], batch["cam_K"], has_mesh, self.body.charts, self.image_size, size)
+        return gt_mesh_iuv(targets.verts, batch["cam_K"], has_mesh, self.body.charts, self.image_size, size)
 
     # ----------------------------------------------------------------- optim
     def configure_optimizers(self):
@@ -295,24 +311,28 @@ class BaseMethod(pl.LightningModule, ABC):
         return build_optimization(self.parameters(), self.optimizer_cfg, self.scheduler_cfg, total_steps)
 
     # ----------------------------------------------------------------- pictures
-    def log_pictures(self, out: dict, batch: dict, stage: str, pred: Prediction | None = None) -> None:
-        """Methods override `pictures` to return name -> (H,W,3) uint8 images; logged if a logger takes them."""
+    def log_pictures(
+        self, out: dict, batch: dict, targets: Targets, stage: str, pred: Prediction | None = None
+    ) -> None:
+        """Methods override `pictures(out, batch, pred, targets)` to return name -> (H,W,3) uint8 images; logged
+        if a logger takes them."""
         if self.logger is None or not hasattr(self, "pictures"):
             return
         with torch.no_grad():
-            pred = pred if pred is not None else self.predict(out, batch)
-            images = self.pictures(out, batch, pred)
+            pred = pred if pred is not None else self.predict(out, batch, targets)
+            images = self.pictures(out, batch, pred, targets)
         from densehmr.viz.logging import log_images
 
         log_images(self, images, stage)
 
-    def picture_gt_iuv(self, batch: dict, n: int) -> Tensor:
+    def picture_gt_iuv(self, batch: dict, targets: Targets, n: int) -> Tensor:
         """(n, 3, H, W) CPU IUV maps of the first n samples' ground truth for pictures: the GT mesh rendered
         where a sample has one and a camera, else its annotated points."""
         size = self.image_size
         gt = torch.stack([annotated_iuv(batch, i, size) for i in range(n)])
-        if "verts" in batch:
-            rendered, keep = self.gt_iuv({k: v[:n] for k, v in batch.items() if isinstance(v, Tensor)}, size)
+        if targets.verts is not None:
+            first = {k: v[:n] for k, v in batch.items() if isinstance(v, Tensor)}
+            rendered, keep = self.gt_iuv(first, Targets(verts=targets.verts[:n]), size)
             gt = torch.where(keep.cpu()[:, None, None, None], rendered.cpu(), gt)
         return gt
 

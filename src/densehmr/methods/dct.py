@@ -31,7 +31,6 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,11 +38,11 @@ from densehmr.body.assets import NUM_PARTS
 from densehmr.body.body_model import H36M_PELVIS, BodyModel
 from densehmr.body.mean_params import load_mean_params
 from densehmr.losses.dense_correspondence import dense_keypoint_l1
-from densehmr.methods.hmr_base import HMRMethod
+from densehmr.methods.base import Targets
+from densehmr.methods.hmr_base import HMRMethod, HMRTargets
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.hmr_regressor import HMRRegressor
 from densehmr.render import weak_perspective_project
-from densehmr.viz.iuv import iuv_to_rgb
 
 IMAGE_CHANNELS = 3
 
@@ -131,16 +130,15 @@ class DCT(HMRMethod):
         }
 
     # ----------------------------------------------------------------- IUV input
-    def network_input(self, batch: dict) -> Tensor:
+    def network_input(self, batch: dict, targets: Targets | None) -> Tensor:
         """The image, with (iuv_input) the encoded IUV map stacked onto its channels: (B, 3 or 6, H, W)."""
         if not self.iuv_input:
             return batch["image"]
-        if "iuv_map" not in batch:
-            batch["iuv_map"] = self.input_iuv(batch)
-        return torch.cat([batch["image"], encode_iuv(batch["iuv_map"])], 1)
+        return torch.cat([batch["image"], encode_iuv(self.input_iuv(batch, targets))], 1)
 
-    def input_iuv(self, batch: dict) -> Tensor:
-        """IUV maps (B, 3, H, W) for the IUV branch (module docstring: which source when)."""
+    def input_iuv(self, batch: dict, targets: Targets | None) -> Tensor:
+        """IUV maps (B, 3, H, W) for the IUV branch (module docstring: which source when); the GT rendering
+        needs targets (None on photographs)."""
         image = batch["image"]
         iuv = torch.zeros_like(image)
         rendered = torch.zeros(image.shape[0], dtype=torch.bool, device=image.device)
@@ -150,8 +148,8 @@ class DCT(HMRMethod):
                     "DCT evaluates with IUV rendered from the GT mesh (no dct.iuv_checkpoint): an oracle", stacklevel=2
                 )
                 self._warned_oracle = True
-            if "verts" in batch:
-                iuv, rendered = self.gt_iuv(batch, self.image_size)
+            if targets is not None and targets.verts is not None:
+                iuv, rendered = self.gt_iuv(batch, targets, self.image_size)
         if self._densereg and not bool(rendered.all()):
             densereg = self._densereg[0].to(image.device)
             with torch.no_grad():
@@ -160,8 +158,8 @@ class DCT(HMRMethod):
         return iuv
 
     # ----------------------------------------------------------------- losses
-    def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
-        terms = self.parametric_terms(out, batch, self.gt_rotmat(batch) if self.active("pose") else None)
+    def loss_terms(self, out: dict, batch: dict, targets: HMRTargets) -> dict[str, Tensor]:
+        terms = self.parametric_terms(out, batch, targets)
         if self.active("dense"):
             verts_2d = weak_perspective_project(out["verts"], out["cam"], self.image_size[1])
             valid = batch["dp_valid"] & batch["has_dp"][:, None]
@@ -172,6 +170,6 @@ class DCT(HMRMethod):
         return terms
 
     # ----------------------------------------------------------------- pictures
-    def picture_inputs(self, batch: dict, i: int) -> list[np.ndarray]:
-        """The IUV map sample i's IUV branch read (iuv_input)."""
-        return [iuv_to_rgb(batch["iuv_map"][i])] if "iuv_map" in batch else []
+    def input_maps(self, batch: dict, targets: Targets) -> list[Tensor]:
+        """The IUV map the IUV branch read (iuv_input), made again for the picture."""
+        return [self.input_iuv(batch, targets)] if self.iuv_input else []

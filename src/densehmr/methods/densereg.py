@@ -27,7 +27,7 @@ from densehmr.losses.densepose import (
     uv_smooth_l1,
 )
 from densehmr.losses.quantize import DECODE_MODES, decode
-from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.methods.base import BaseMethod, Prediction, Targets
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.densepose_head import DensePoseHead
 from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, side_by_side
@@ -92,12 +92,12 @@ class DenseReg(BaseMethod):
                 out[key] = out[key].view(b, NUM_PARTS + 1, self.num_bins, h, w)
         return out
 
-    def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
+    def loss_terms(self, out: dict, batch: dict, targets: Targets) -> dict[str, Tensor]:
         size = tuple(batch["image"].shape[-2:])
         valid = batch["dp_valid"] & batch["has_dp"][:, None]
         sets = [dict(xy=batch["dp_xy"], part=batch["dp_I"], u=batch["dp_U"], v=batch["dp_V"], valid=valid)]
-        if self.supervision == "rendered" and "verts" in batch and batch["has_smpl"].any():
-            dense = self.rendered_points(batch, tuple(out["part_logits"].shape[-2:]))
+        if self.supervision == "rendered" and targets.verts is not None and batch["has_smpl"].any():
+            dense = self.rendered_points(batch, targets, tuple(out["part_logits"].shape[-2:]))
             rendered = dense["valid"].any(1)
             sets[0]["valid"] = valid & ~rendered[:, None]
             # U, V terms are sums over points (DensePose's normalization): the rendered pixels count as many
@@ -136,10 +136,10 @@ class DenseReg(BaseMethod):
             terms["coarse_seg"] = coarse_segmentation_ce(out["coarse_logits"], labels, keep)
         return terms
 
-    def rendered_points(self, batch: dict, size: tuple[int, int]) -> dict[str, Tensor]:
+    def rendered_points(self, batch: dict, targets: Targets, size: tuple[int, int]) -> dict[str, Tensor]:
         """Every pixel centre of an (h, w) grid over the crop as a point (B, h*w, ...), crop px, labelled
         by the GT mesh's rendered IUV; valid on the body of samples that have a rendered mesh."""
-        iuv, keep = self.gt_iuv(batch, size)
+        iuv, keep = self.gt_iuv(batch, targets, size)
         h, w = size
         ys, xs = torch.meshgrid(torch.arange(h, device=iuv.device), torch.arange(w, device=iuv.device), indexing="ij")
         crop_h, crop_w = self.image_size
@@ -159,7 +159,7 @@ class DenseReg(BaseMethod):
             decode(out["v_bins"], out["v_res"], self.decode_mode, dim=2),
         )
 
-    def predict(self, out: dict, batch: dict) -> Prediction:
+    def predict(self, out: dict, batch: dict, targets: Targets | None = None) -> Prediction:
         """IUV (B, 3, H, W) at crop resolution: I = arg-max part where the coarse segmentation says
         person (else 0), U, V of that part; mask (B, H, W) float, the coarse person segmentation."""
         size = tuple(batch["image"].shape[-2:])
@@ -178,11 +178,11 @@ class DenseReg(BaseMethod):
         iuv = torch.stack([part.to(u.dtype), u, v], 1)
         return Prediction(iuv=iuv, mask=person.to(u.dtype))
 
-    def pictures(self, out: dict, batch: dict, pred: Prediction) -> dict[str, np.ndarray]:
+    def pictures(self, out: dict, batch: dict, pred: Prediction, targets: Targets) -> dict[str, np.ndarray]:
         """One picture, a row per sample: the image, the ground truth (the GT mesh rendered with the
         body's charts when the sample has one and a camera, else its annotated points), the prediction."""
         n = min(PICTURE_SAMPLES, batch["image"].shape[0])
-        gt = self.picture_gt_iuv(batch, n)
+        gt = self.picture_gt_iuv(batch, targets, n)
         rows = [
             side_by_side([denormalize_image(batch["image"][i]), iuv_to_rgb(gt[i]), iuv_to_rgb(pred.iuv[i])])
             for i in range(n)

@@ -9,13 +9,15 @@ metres and `kp2d` (B, 17, 2) crop px. A subclass says how its keypoint terms are
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from densehmr.geometry.rotations import axis_angle_to_rotmat
 from densehmr.losses.hmr import Norm, Reduction, betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
-from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.methods.base import BaseMethod, Prediction, Targets
 from densehmr.metrics.densepose_ap import GT_MASK
 from densehmr.render import screen_to_iuv, weak_perspective_to_screen
 from densehmr.render.cameras import crop_intrinsics, crop_translation
@@ -24,6 +26,13 @@ from densehmr.viz.mesh_overlay import mesh_overlay
 
 PARAMETRIC_TERMS = ("kp2d", "kp3d", "pose", "betas")
 PICTURE_SAMPLES = 4
+
+
+@dataclass
+class HMRTargets(Targets):
+    """`Targets` with the GT pose as rotation matrices."""
+
+    rotmat: Tensor | None  # (B, 24, 3, 3) of the SMPL-format pose; None without one
 
 
 class HMRMethod(BaseMethod):
@@ -42,15 +51,16 @@ class HMRMethod(BaseMethod):
         self.register_buffer("faces", self.body.faces.long().clone(), persistent=False)
 
     # ----------------------------------------------------------------- losses
-    def gt_rotmat(self, batch: dict) -> Tensor:
-        """(B, 24, 3, 3) GT rotation matrices of the SMPL-format pose."""
-        pose = torch.cat([batch["global_orient"], batch["body_pose"]], 1).float()
-        return axis_angle_to_rotmat(pose.view(-1, 24, 3))
+    def targets(self, batch: dict) -> HMRTargets:
+        rotmat = None
+        if "body_pose" in batch:
+            pose = torch.cat([batch["global_orient"], batch["body_pose"]], 1).float()
+            rotmat = axis_angle_to_rotmat(pose.view(-1, 24, 3))
+        return HMRTargets(verts=self.gt_vertices(batch), rotmat=rotmat)
 
-    def parametric_terms(self, est: dict, batch: dict, gt_rotmat: Tensor | None) -> dict[str, Tensor]:
+    def parametric_terms(self, est: dict, batch: dict, targets: HMRTargets) -> dict[str, Tensor]:
         """The active ones of `kp2d` (COCO-17 in the crop's [-1, 1] frame), `kp3d` (root-centred H36M-17,
-        metres), `pose` (rotation matrices) and `betas` of one estimate; gt_rotmat from `gt_rotmat` (needed
-        only when `pose` is active)."""
+        metres), `pose` (rotation matrices) and `betas` of one estimate."""
         terms: dict[str, Tensor] = {}
         if self.active("kp2d"):
             weight = (batch["kp2d"][..., 2] > 0) & batch["has_kp2d"][:, None]
@@ -62,7 +72,7 @@ class HMRMethod(BaseMethod):
             weight = batch["kp3d"][..., 3] * batch["has_kp3d"][:, None]
             terms["kp3d"] = keypoint_3d_loss(est["joints_h36m17"], batch["kp3d"][..., :3], weight, root=self.kp3d_root)
         if self.active("pose"):
-            terms["pose"] = rotation_matrix_loss(est["rotmat"], gt_rotmat, batch["has_smpl"])
+            terms["pose"] = rotation_matrix_loss(est["rotmat"], targets.rotmat, batch["has_smpl"])
         if self.active("betas"):
             terms["betas"] = betas_loss(est["betas"], batch["betas"], batch["has_smpl"])
         return terms
@@ -79,7 +89,7 @@ class HMRMethod(BaseMethod):
         focal, principal = self.focal_principal(batch)
         return crop_translation(cam, focal, principal, self.image_size)
 
-    def predict(self, out: dict, batch: dict) -> Prediction:
+    def predict(self, out: dict, batch: dict, targets: Targets | None = None) -> Prediction:
         """`verts` the estimate's mesh in the camera frame, `kp2d` its projected COCO-17 (score 1), `iuv` the
         mesh rendered under the weak-perspective camera and `mask` its silhouette."""
         verts, cam = out["verts"], out["cam"]
@@ -93,21 +103,22 @@ class HMRMethod(BaseMethod):
         )
 
     # ----------------------------------------------------------------- pictures
-    def picture_inputs(self, batch: dict, i: int) -> list[np.ndarray]:
-        """Panels of what sample i's network input holds besides the image (none here)."""
+    def input_maps(self, batch: dict, targets: Targets) -> list[Tensor]:
+        """IUV maps (B, 3, H, W) the network input holds besides the image, for pictures (none here)."""
         return []
 
     @torch.no_grad()
-    def pictures(self, out: dict, batch: dict, pred: Prediction) -> dict[str, np.ndarray]:
+    def pictures(self, out: dict, batch: dict, pred: Prediction, targets: Targets) -> dict[str, np.ndarray]:
         """A row per sample: the image, the GT IUV (rendered GT mesh, else the annotated points), the
-        inputs' panels, the predicted IUV and the predicted mesh over the image."""
+        input's IUV maps, the predicted IUV and the predicted mesh over the image."""
         n = min(PICTURE_SAMPLES, batch["image"].shape[0])
         size = self.image_size
-        gt = self.picture_gt_iuv(batch, n)
+        gt = self.picture_gt_iuv(batch, targets, n)
+        inputs = self.input_maps(batch, targets)
         rows = []
         for i in range(n):
             image = denormalize_image(batch["image"][i, :3])
             screen = weak_perspective_to_screen(out["verts"][i : i + 1].float(), out["cam"][i : i + 1].float(), size[1])
-            panels = [image, iuv_to_rgb(gt[i]), *self.picture_inputs(batch, i), iuv_to_rgb(pred.iuv[i])]
+            panels = [image, iuv_to_rgb(gt[i]), *(iuv_to_rgb(m[i]) for m in inputs), iuv_to_rgb(pred.iuv[i])]
             rows.append(side_by_side([*panels, mesh_overlay(image, screen[0], self.faces)]))
         return {"iuv_mesh": np.concatenate(rows, axis=0)}

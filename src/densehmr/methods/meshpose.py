@@ -26,6 +26,7 @@ pixel space with the body charts (as the official evaluation renders it orthogra
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from densehmr.geometry.argsoftmax import spatial_softmax
 from densehmr.geometry.uv_decoding import MODES, UVDecoder
 from densehmr.losses import meshpose as L
 from densehmr.losses.densepose import sample_at_points
-from densehmr.methods.base import BaseMethod, Prediction
+from densehmr.methods.base import BaseMethod, Prediction, Targets
 from densehmr.metrics.densepose_ap import GT_MASK
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.lifting import LiftingHead
@@ -50,6 +51,18 @@ _PELVIS = 0  # H36M-17 root joint
 # Low-poly vertices closer than this (metres, template) are one vertex duplicated on a seam.
 _SEAM_TOL = 1e-6
 PICTURE_VERTICES = 4
+
+
+@dataclass
+class MeshPoseTargets(Targets):
+    """`Targets` in pixel space (module docstring): the low-poly GT mesh and the 3D joints."""
+
+    verts_low: Tensor | None  # (B, v, 3) px, z relative to the pelvis; None without a GT mesh
+    root_depth: Tensor | None  # (B,) metres, the GT pelvis depth; None without a GT mesh
+    has_verts: Tensor  # (B,) bool: a GT mesh seen by the sample's own camera, no part too near it
+    joints3d: Tensor  # (B, 17, 3) px, H36M-17 relative to the pelvis
+    joints3d_conf: Tensor  # (B, 17) the joints' confidence
+    has_joints3d: Tensor  # (B,) bool: 3D joints seen by the sample's own camera, none too near it
 
 
 class MeshPose(BaseMethod):
@@ -162,32 +175,29 @@ class MeshPose(BaseMethod):
         size = tuple(batch["image"].shape[-2:])
         return crop_intrinsics(batch["cam_K"], size, self.default_focal, batch.get("has_cam"))
 
-    def targets(self, batch: dict) -> dict[str, Tensor]:
-        """Pixel-space GT (cached in the batch): verts_low (B, v, 3), joints3d (B, 17, 3) pelvis-centred,
-        root_depth (B,) metres and which samples have them (has_verts, has_joints3d)."""
-        if "_meshpose_targets" in batch:
-            return batch["_meshpose_targets"]
+    def targets(self, batch: dict) -> MeshPoseTargets:
+        """The GT mesh and its pixel-space low-poly mesh, and the pixel-space 3D joints."""
+        return self.pixel_targets(batch, self.gt_vertices(batch))
+
+    def pixel_targets(self, batch: dict, verts: Tensor | None) -> MeshPoseTargets:
+        """`targets` of the GT mesh verts (B, V, 3) camera-frame metres (or None) and the batch's 3D joints."""
         focal, principal, has_cam = self._focal_principal(batch)
-        out: dict[str, Tensor] = {}
-        if "verts" in batch:
-            cam_low = self.body.lowpoly.from_full(batch["verts"].float(), self.faces_full)
-            root = torch.einsum("v,bvc->bc", self.landmark_h36m[_PELVIS], cam_low)
-            out["verts_low"] = _to_pixel_space(cam_low, root[:, 2], focal, principal)
-            out["root_depth"] = root[:, 2]
-            out["has_verts"] = batch["has_smpl"] & has_cam & self._depth_ok(cam_low[..., 2], root[:, 2])
-        else:
-            b = batch["image"].shape[0]
-            out["has_verts"] = torch.zeros(b, dtype=torch.bool, device=focal.device)
+        verts_low = root_depth = None
+        has_verts = torch.zeros(batch["image"].shape[0], dtype=torch.bool, device=focal.device)
+        if verts is not None:
+            cam_low = self.body.lowpoly.from_full(verts.float(), self.faces_full)
+            root_depth = torch.einsum("v,bvc->bc", self.landmark_h36m[_PELVIS], cam_low)[:, 2]
+            verts_low = _to_pixel_space(cam_low, root_depth, focal, principal)
+            has_verts = batch["has_smpl"] & has_cam & self._depth_ok(cam_low[..., 2], root_depth)
         kp3d = batch["kp3d"].float()
         root_z = kp3d[:, _PELVIS, 2]
         joints = _to_pixel_space(kp3d[..., :3], root_z, focal, principal)
-        out["joints3d"] = joints - joints[:, _PELVIS : _PELVIS + 1]
-        out["joints3d_conf"] = kp3d[..., 3]
-        conf = kp3d[..., 3] > 0
-        near = torch.where(conf, kp3d[..., 2], torch.full_like(root_z[:, None], float("inf")))
-        out["has_joints3d"] = batch["has_kp3d"] & has_cam & self._depth_ok(near, root_z)
-        batch["_meshpose_targets"] = out
-        return out
+        near = torch.where(kp3d[..., 3] > 0, kp3d[..., 2], torch.full_like(root_z[:, None], float("inf")))
+        return MeshPoseTargets(
+            verts=verts, verts_low=verts_low, root_depth=root_depth, has_verts=has_verts,
+            joints3d=joints - joints[:, _PELVIS : _PELVIS + 1], joints3d_conf=kp3d[..., 3],
+            has_joints3d=batch["has_kp3d"] & has_cam & self._depth_ok(near, root_z),
+        )
 
     def _depth_ok(self, depth: Tensor, root_depth: Tensor) -> Tensor:
         """(B,) bool: every point's depth (B, N) m is at least min_depth_ratio x the root depth (B,) m.
@@ -198,11 +208,10 @@ class MeshPose(BaseMethod):
         return (root_depth > 0) & (depth.amin(-1) >= self.min_depth_ratio * root_depth)
 
     # ----------------------------------------------------------------- losses
-    def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
+    def loss_terms(self, out: dict, batch: dict, gt: MeshPoseTargets) -> dict[str, Tensor]:
         """Every active term (float32: the base class calls it outside autocast)."""
         terms: dict[str, Tensor] = {}
         scale = float(max(batch["image"].shape[-2:]))
-        gt = self.targets(batch)
         pred = out["verts_low"]
 
         need_points = any(self.active(k) for k in ("barycentric", "consistency", "visibility"))
@@ -224,23 +233,22 @@ class MeshPose(BaseMethod):
             terms["mask"] = self._mask_loss(out["mask_logits"], batch)
 
         if self.active("visibility"):
-            has_verts = gt["has_verts"]
-            gt_xy = gt["verts_low"][..., :2] if "verts_low" in gt else pred[..., :2].detach()
-            labels, known = L.visibility_labels(corners, valid, gt_xy, has_verts, batch["image"].shape[-2:])
+            gt_xy = gt.verts_low[..., :2] if gt.verts_low is not None else pred[..., :2].detach()
+            labels, known = L.visibility_labels(corners, valid, gt_xy, gt.has_verts, batch["image"].shape[-2:])
             terms["visibility"] = L.visibility_bce(out["visibility_logits"], labels, known)
         if self.active("rendering"):
             terms["rendering"] = self._rendering_loss(out, batch)
 
-        keep = gt["has_verts"]
+        keep = gt.has_verts
         if self.active("vertex"):
-            target = gt["verts_low"][keep]
+            target = gt.verts_low[keep]
             terms["vertex"] = L.vertex_l2(pred[keep], target, scale) + L.vertex_l2(
                 out["xyz_regressed"][keep], target, scale
             )
         if self.active("edge"):
-            terms["edge"] = L.edge_length(pred[keep], gt["verts_low"][keep], self.edges_low, scale)
+            terms["edge"] = L.edge_length(pred[keep], gt.verts_low[keep], self.edges_low, scale)
         if self.active("normal"):
-            terms["normal"] = L.normal_cosine(pred[keep], gt["verts_low"][keep], self.faces_low)
+            terms["normal"] = L.normal_cosine(pred[keep], gt.verts_low[keep], self.faces_low)
         if self.active("joints2d"):
             kp = batch["kp2d"].float()
             weight = (kp[..., 2] > 0).float() * batch["has_kp2d"][:, None].float()
@@ -249,8 +257,8 @@ class MeshPose(BaseMethod):
         if self.active("joints3d"):
             joints = torch.einsum("jv,bvc->bjc", self.landmark_h36m, pred)
             joints = joints - joints[:, _PELVIS : _PELVIS + 1]
-            weight = gt["joints3d_conf"].clamp(min=0) * gt["has_joints3d"][:, None].float()
-            terms["joints3d"] = L.joint_distance(joints, gt["joints3d"], weight, scale)
+            weight = gt.joints3d_conf.clamp(min=0) * gt.has_joints3d[:, None].float()
+            terms["joints3d"] = L.joint_distance(joints, gt.joints3d, weight, scale)
         if self.active("upsampler") and isinstance(self.upsampler, nn.Parameter):
             terms["upsampler"] = self._upsampler_loss(batch, gt, scale)
         return terms
@@ -279,22 +287,22 @@ class MeshPose(BaseMethod):
         mask = F.avg_pool2d(batch["mask"][keep].float()[:, None], r)[:, 0]
         return L.rendering_loss(sil, mask, self.boundary_weight)
 
-    def _upsampler_loss(self, batch: dict, gt: dict, scale: float) -> Tensor:
+    def _upsampler_loss(self, batch: dict, gt: MeshPoseTargets, scale: float) -> Tensor:
         """Upsampling of noised GT low-poly vertices against the GT full mesh, pixel space."""
-        keep = gt["has_verts"]
+        keep = gt.has_verts
         if not keep.any():
             return self.upsampler.sum() * 0.0
         focal, principal, _ = self._focal_principal(batch)
         full = _to_pixel_space(
-            batch["verts"][keep].float(), gt["root_depth"][keep], focal[keep], principal[keep]
+            gt.verts[keep].float(), gt.root_depth[keep], focal[keep], principal[keep]
         )
-        low = gt["verts_low"][keep]
+        low = gt.verts_low[keep]
         noisy = low + torch.randn_like(low) * self.upsampler_noise_px
         return L.vertex_l2(self.upsample(noisy), full, scale)
 
     # ----------------------------------------------------------------- prediction
     @torch.no_grad()
-    def predict(self, out: dict, batch: dict) -> Prediction:
+    def predict(self, out: dict, batch: dict, targets: Targets | None = None) -> Prediction:
         size = tuple(batch["image"].shape[-2:])
         low = out["verts_low"].float()
         full_px = self.upsample(low)
@@ -306,17 +314,19 @@ class MeshPose(BaseMethod):
         return Prediction(
             iuv=iuv,
             mask=(iuv[:, 0] > 0).float(),
-            verts=self.to_camera(full_px, low, batch),
+            verts=self.to_camera(full_px, low, batch, targets),
             kp2d=torch.cat([kp_xy, kp_score[..., None]], dim=-1),
             extra_iuv={"vertexpose/densepose": self.vertexpose_iuv(out, size)},
         )
 
-    def to_camera(self, verts_px: Tensor, verts_low_px: Tensor, batch: dict) -> Tensor:
-        """Camera-frame metres (B, N, 3) of pixel-space vertices (B, N, 3), scale by `metric_scale`."""
+    def to_camera(
+        self, verts_px: Tensor, verts_low_px: Tensor, batch: dict, targets: MeshPoseTargets | None
+    ) -> Tensor:
+        """Camera-frame metres (B, N, 3) of pixel-space vertices (B, N, 3), scale by `metric_scale` (gt_root
+        needs the targets' root depth, else it falls back to the template's scale)."""
         focal, principal, _ = self._focal_principal(batch)
-        if self.metric_scale == "gt_root" and "verts" in batch:
-            root_depth = self.targets(batch)["root_depth"]
-            s = root_depth / focal[:, 0]
+        if self.metric_scale == "gt_root" and targets is not None and targets.root_depth is not None:
+            s = targets.root_depth / focal[:, 0]
         else:
             s = self.template_edge_length / _edge_length_sum(verts_low_px, self.edges_low).clamp(min=1e-6)
         root_depth = s * focal[:, 0]
@@ -343,7 +353,7 @@ class MeshPose(BaseMethod):
 
     # ----------------------------------------------------------------- pictures
     @torch.no_grad()
-    def pictures(self, out: dict, batch: dict, pred: Prediction) -> dict[str, np.ndarray]:
+    def pictures(self, out: dict, batch: dict, pred: Prediction, targets: Targets) -> dict[str, np.ndarray]:
         """The first sample: heatmaps of a few vertices (their soft-argmax in cyan), image | GT | mesh |
         VertexPose IUV, and image | the mesh over it | the mesh from its side."""
         size = tuple(batch["image"].shape[-2:])
@@ -352,7 +362,7 @@ class MeshPose(BaseMethod):
         num_low = heat.shape[0]
         xy = out["xy_heatmap"][0]
         shown = [round(k * (num_low - 1) / (PICTURE_VERTICES - 1)) for k in range(PICTURE_VERTICES)]
-        gt_iuv = self.picture_gt_iuv(batch, 1)[0]
+        gt_iuv = self.picture_gt_iuv(batch, targets, 1)[0]
         verts_px = self.upsample(out["verts_low"][:1].float())[0]
         vertexpose_iuv = pred.extra_iuv["vertexpose/densepose"][0]
         faces = self.faces_full

@@ -26,7 +26,7 @@ from densehmr.body.body_model import BodyModel
 from densehmr.body.mean_params import load_mean_params
 from densehmr.losses.hmr import camera_scale_penalty
 from densehmr.losses.iuv_maps import iuv_map_losses
-from densehmr.methods.hmr_base import HMRMethod
+from densehmr.methods.hmr_base import HMRMethod, HMRTargets
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.pymaf_head import PyMAFHead
 
@@ -73,22 +73,21 @@ class PyMAF(HMRMethod):
         return self.head(self.backbone(image))
 
     # ----------------------------------------------------------------- losses
-    def loss_terms(self, out: dict, batch: dict) -> dict[str, Tensor]:
-        gt_rotmat = self.gt_rotmat(batch) if self.active("pose") else None
+    def loss_terms(self, out: dict, batch: dict, targets: HMRTargets) -> dict[str, Tensor]:
         terms: dict[str, list[Tensor]] = {}
         for step in out["steps"]:
-            step_terms = self.parametric_terms(step, batch, gt_rotmat)
+            step_terms = self.parametric_terms(step, batch, targets)
             if self.active("cam"):
                 step_terms["cam"] = camera_scale_penalty(step["cam"])
             for k, v in step_terms.items():
                 terms.setdefault(k, []).append(v)
         summed = {k: torch.stack(v).sum() for k, v in terms.items()}
         if self.aux_iuv:
-            summed["aux_iuv"] = self.aux_iuv_loss(out["iuv"], batch)
+            summed["aux_iuv"] = self.aux_iuv_loss(out["iuv"], batch, targets)
         return summed
 
-    def aux_iuv_loss(self, maps: dict[str, Tensor], batch: dict) -> Tensor:
+    def aux_iuv_loss(self, maps: dict[str, Tensor], batch: dict, targets: HMRTargets) -> Tensor:
         """PyMAF's auxiliary DensePose loss on the IUV maps (B, c, h, w) against the rendered GT."""
-        iuv, keep = self.gt_iuv(batch, tuple(maps["part"].shape[-2:]))
+        iuv, keep = self.gt_iuv(batch, targets, tuple(maps["part"].shape[-2:]))
         terms = iuv_map_losses(maps["part"], maps["coarse"], maps["u"], maps["v"], iuv, keep, self.fine_to_mask14)
         return sum(self.aux_weights[k] * v for k, v in terms.items())
