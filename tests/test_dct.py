@@ -232,7 +232,7 @@ def test_overfits_sixteen_samples():
     """60 Adam steps (gradients clipped as the trainer configs do) on one 16-sample batch lower the
     training loss and the MPJPE substantially."""
     torch.manual_seed(0)
-    model = make_dct("scheduler=null", dropout=0.0)
+    model = make_dct("~scheduler", dropout=0.0)
     batch, targets = completed_batch(model, n=16)
     mesh = MeshError(model.body.regressors["h36m17"])
 
