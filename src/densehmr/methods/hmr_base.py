@@ -78,15 +78,11 @@ class HMRMethod(BaseMethod):
         return terms
 
     # ----------------------------------------------------------------- predictions
-    def focal_principal(self, batch: dict) -> tuple[Tensor, Tensor]:
-        """(B, 2) focal and principal point, crop px: the sample's camera, or a default one centred."""
-        focal, principal, _ = crop_intrinsics(batch["cam_K"], self.image_size, self.default_focal, batch.get("has_cam"))
-        return focal, principal
-
     def camera_translation(self, cam: Tensor, batch: dict) -> Tensor:
-        """Translation (B, 3) metres that makes the perspective camera of each crop reproduce the weak
-        perspective cam (B, 3) at the body's depth (the principal point may be off the crop centre)."""
-        focal, principal = self.focal_principal(batch)
+        """Translation (B, 3) metres that makes the perspective camera of each crop (the sample's own, else a
+        centred one of focal `default_focal`) reproduce the weak perspective cam (B, 3) at the body's depth
+        (the principal point may be off the crop centre)."""
+        focal, principal, _ = crop_intrinsics(batch["cam_K"], self.image_size, self.default_focal, batch.get("has_cam"))
         return crop_translation(cam, focal, principal, self.image_size)
 
     def predict(self, out: dict, batch: dict, targets: Targets | None = None) -> Prediction:
