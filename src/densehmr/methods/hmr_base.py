@@ -24,7 +24,6 @@ from densehmr.render.cameras import crop_intrinsics, crop_translation
 from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, side_by_side
 from densehmr.viz.mesh_overlay import mesh_overlay
 
-PARAMETRIC_TERMS = ("kp2d", "kp3d", "pose", "betas")
 PICTURE_SAMPLES = 4
 
 
