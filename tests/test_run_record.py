@@ -65,6 +65,19 @@ def test_a_run_stopped_by_the_wall_clock_says_so_last_in_its_log_and_in_metrics_
         f"{int(metrics['run/steps'])} of 100000 steps")
 
 
+def test_a_run_without_a_step_budget_that_stops_at_the_wall_clock_is_not_reported_truncated(tmp_path, caplog):
+    from densehmr.run_record import report_truncation
+
+    record = {"run/steps": 601.0, "run/wall_s": 900.0, "run/stopped_by": "max_time"}  # max_steps=-1: no budget
+    with caplog.at_level(logging.WARNING):
+        report_truncation(record, "00:00:15:00", tmp_path)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING):
+        report_truncation({**record, "run/max_steps": 900.0}, "00:00:15:00", tmp_path)
+    assert caplog.records[-1].getMessage().startswith("TRUNCATED: training stopped at the wall-clock limit "
+                                                     "trainer.max_time=00:00:15:00 after 601 of 900 steps")
+
+
 def test_study_tables_mark_the_methods_a_wall_clock_guard_cut_short():
     from densehmr.studies.tables import METRIC_COLUMNS, aggregate, markdown_table
 

@@ -87,8 +87,9 @@ def stop_reason(trainer: pl.Trainer) -> str:
 
 
 def report_truncation(record: dict[str, Any], max_time: Any, run_dir: Path) -> None:
-    """One log line (the run's last) when the wall-clock guard ended training before its step budget."""
-    if record.get(STOPPED_BY) == TRUNCATED:
+    """One log line (the run's last) when the wall-clock guard ended training before its step budget. A run
+    without a step budget (`run/max_steps` left out) that stops at the guard ran as asked: no line."""
+    if record.get(STOPPED_BY) == TRUNCATED and "run/max_steps" in record:
         log.warning("TRUNCATED: training stopped at the wall-clock limit trainer.max_time=%s after %d of %d steps "
                     "(%.0f s); %s/metrics.json is from a shorter run than asked", max_time, record["run/steps"],
                     record["run/max_steps"], record["run/wall_s"], run_dir)
