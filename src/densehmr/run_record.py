@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 STOPPED_BY = "run/stopped_by"
 TRUNCATED = "max_time"  # the stop reason of a run that trained fewer steps than asked
+INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: an unfinished run, resumable
 
 
 class RunRecord(pl.Callback):
@@ -57,7 +58,7 @@ class RunRecord(pl.Callback):
         if isinstance(exception, NonFiniteLossError):
             reason = "nonfinite"
         elif isinstance(exception, KeyboardInterrupt | SIGTERMException):
-            reason = "interrupted"
+            reason = INTERRUPTED
         else:
             return
         if trainer.is_global_zero:

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from densehmr.files import atomic_write_bytes
+from densehmr.run_record import INTERRUPTED, STOPPED_BY
 from densehmr.studies.common import git_commit
 
 TRAIN = "densehmr.train"
@@ -108,7 +109,7 @@ def read_metrics(path: Path) -> dict | None:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    finished = isinstance(data, dict) and data and data.get("run/stopped_by") != "interrupted"
+    finished = isinstance(data, dict) and data and data.get(STOPPED_BY) != INTERRUPTED
     return data if finished else None
 
 
