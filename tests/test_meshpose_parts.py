@@ -319,3 +319,18 @@ def test_empty_selections_are_graph_connected_zeros():
     loss = L.visibility_bce(logits, torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.bool))
     loss.backward()
     assert loss.item() == 0.0 and (logits.grad == 0).all()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_vertexpose_heatmaps_are_its_1x1_convolution_in_nchw_layout(layout):
+    """The heatmap product equals the 1x1 convolution of its weights and comes out (B, v, h, w)
+    contiguous from features in either layout (the layout the softmax and grid_sample read)."""
+    from densehmr.nn.heads.vertexpose import VertexPoseHead
+
+    torch.manual_seed(0)
+    head = VertexPoseHead(8, 5, stride=4, gain=10.0, learn_gain=False).to(memory_format=layout)
+    features = torch.randn(2, 8, 6, 7).contiguous(memory_format=layout)
+    heatmaps, xy = head(features)
+    assert heatmaps.is_contiguous()
+    torch.testing.assert_close(heatmaps, head.heatmap(features), atol=1e-5, rtol=0)
+    torch.testing.assert_close(xy, argsoftmax_2d(head.heatmap(features), 10.0) * 4, atol=1e-4, rtol=0)

@@ -35,7 +35,8 @@ class BinRegressor(nn.Module):
     def forward(self, pooled: Tensor) -> Tensor:
         conv, norm, relu = self.expand
         # The length-1 Conv1d as the matrix product it is: torch's convolution path was 10x slower here.
-        x = relu(norm(F.linear(pooled, conv.weight[..., 0], conv.bias)))
+        # squeeze, not [..., 0]: its gradient is a view too, where indexing zero-filled a full-size one.
+        x = relu(norm(F.linear(pooled, conv.weight.squeeze(-1), conv.bias)))
         return self.per_vertex(x.view(-1, self.hidden, self.bins))
 
 

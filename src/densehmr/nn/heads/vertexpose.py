@@ -67,7 +67,14 @@ class VertexPoseHead(nn.Module):
         return self.log_gain.exp()
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        heatmaps = self.heatmap(features)
+        b, c, h, w = features.shape
+        v = self.heatmap.out_channels
+        # The 1x1 convolution as the matrix product it is, so that the heatmaps come out (B, v, h, w)
+        # contiguous whatever the features' layout: the softmax over pixels and the sampling at points read
+        # them that way, and a channels-last convolution output cost two full copies per training step.
+        heatmaps = torch.baddbmm(self.heatmap.bias[:, None].expand(b, v, h * w),
+                                 self.heatmap.weight.reshape(v, c).expand(b, v, c), features.reshape(b, c, h * w))
+        heatmaps = heatmaps.view(b, v, h, w)
         return heatmaps, argsoftmax_2d(heatmaps, self.gain) * self.stride
 
 
