@@ -62,6 +62,17 @@ def test_grid_skips_finished_cells_and_goes_on_after_a_crash(tmp_path, capsys):
     assert calls == ["b"] and [r.status for r in results] == ["skipped", "done", "skipped"]
 
 
+def test_a_collecting_grid_runs_nothing_and_reports_the_unfinished_cells(tmp_path, capsys):
+    cells = [Cell(n, "dct", ("logger=none",), 0, tmp_path / n) for n in ("a", "b")]
+    write_metrics(cells[0].run_dir, {"densepose/gps_ap": 0.1})
+    calls: list[str] = []
+    results = run_grid(cells, runner=fake_runner({}, calls), progress=False, run=False)
+    assert calls == [] and [r.status for r in results] == ["skipped", "not run"]
+    assert [r.ok for r in results] == [True, False] and not (tmp_path / "b").exists()
+    err = capsys.readouterr().err
+    assert "1 skipped" in err and "1 not run" in err
+
+
 def test_grid_reruns_a_cell_made_by_another_command_and_keeps_the_old_one(tmp_path):
     old = Cell("a", "dct", ("trainer.max_steps=5",), 0, tmp_path / "a")
     run_grid([old], runner=fake_runner({}, []), progress=False)
@@ -159,6 +170,14 @@ def test_compare_writes_means_tables_and_figure_from_finished_runs(tmp_path, mon
     assert "| meshpose | 20.0 ± 14.1 | — | 40.0 ± 14.1 | — | — | — | — | 85.0 ± 7.1 | — | 12.50 | 40.0 |" in md
     assert "| densereg | 50.0 ± 14.1 | — | — | — | — | 0.0 ± 0.0 | — | — | — | 12.50 | 40.0 |" in md
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+    # --collect with a third seed: nothing trains, the tables hold the finished seeds, seed 2 is listed as not run.
+    code = compare.main(["--seeds", "0", "1", "2", "--out", str(out), "--runs", str(runs), "--no-progress",
+                         "--collect"])
+    data = json.loads((out / "compare.json").read_text())
+    assert code == 1 and data["methods"]["meshpose"]["densepose/gps_ap"] == pytest.approx(0.2)
+    assert {c["status"] for c in data["cells"].values()} == {"skipped", "not run"}
+    assert not (runs / "meshpose" / "seed2").exists() and ": not run" in (out / "compare.md").read_text()
 
 
 def test_ablation_plan_shares_identical_cells_and_reevaluates_decodings(tmp_path):

@@ -6,7 +6,8 @@ runs on W&B): every row is trained for each seed, then results/ablation.json and
 mean ± std over seeds. A grid's `evaluation_only` parameters (a decoding, say) are not trained: one model
 per seed is trained without them and its checkpoint evaluated once per value (`python -m densehmr.evaluate`),
 so those rows differ by the option alone. A cell reached from two studies (e.g. the full MeshPose model) is
-trained once. Re-running skips finished cells, evaluations included.
+trained once. Re-running skips finished cells, evaluations included; `--collect` runs none and writes the
+tables from the cells finished so far.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HydraException, OmegaConfBaseException) as err:
         return config_error(err)
     commit = git_commit()  # the code the cells run, not the code at the end
-    results = run_grid(cells, progress=not args.no_progress, desc="ablation")
+    results = run_grid(cells, progress=not args.no_progress, desc="ablation", run=not args.collect)
     data = {
         "command": invocation("densehmr.studies.ablation", argv),
         "written": dt.datetime.now().isoformat(timespec="seconds"),

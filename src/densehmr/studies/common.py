@@ -90,7 +90,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def parse_study_args(module: str, doc: str, runs: str, seeds_help: str, argv: Sequence[str] | None,
                      extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
-    """The options every study takes (--seeds, --out, --runs, --no-progress, plus `extra`'s) and its Hydra
+    """The options every study takes (--seeds, --out, --runs, --no-progress, --collect, plus `extra`'s) and its Hydra
     overrides (`key=value` anywhere on the line, applied to every cell) as `.overrides`."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,6 +98,8 @@ def parse_study_args(module: str, doc: str, runs: str, seeds_help: str, argv: Se
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--runs", type=Path, default=Path(runs))
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--collect", action="store_true",
+                        help="run no cell: the tables from the cells finished so far (the rest listed as not run)")
     if extra is not None:
         extra(parser)
     parser.epilog = "Hydra overrides (key=value, anywhere on the line) apply to every cell."

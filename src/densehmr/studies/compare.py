@@ -4,7 +4,7 @@ Trains and evaluates every method with the same shared settings (data, crop size
 configs/train.yaml's defaults plus the overrides given, applied to all), then writes results/compare.json,
 results/compare.md and results/compare.png (`make compare ARGS="<overrides>"`). Re-running skips the runs
 already finished; `--dry-run` lists the cells (every configured method, densehmr.methods.registry) and
-stops.
+stops; `--collect` runs none and writes the tables from the cells finished so far.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(listing(cells)))
         return 0
     commit = git_commit()  # the code the cells run, not the code at the end
-    results = run_grid(cells, progress=not args.no_progress, desc="compare")
+    results = run_grid(cells, progress=not args.no_progress, desc="compare", run=not args.collect)
     measures = {m: measure_network(m, shared) for m in args.methods}
     first = next(iter(configs.values()))
     data = {

@@ -79,7 +79,8 @@ class Cell:
 
 @dataclass
 class CellResult:
-    """What happened to a cell: done (ran now), skipped (finished before), failed, or blocked."""
+    """What happened to a cell: done (ran now), skipped (finished before), failed, blocked, or not run (a
+    grid that only collects finished cells)."""
 
     cell: Cell
     status: str
@@ -151,13 +152,15 @@ def log_tail(path: Path, lines: int = 15) -> list[str]:
     return [ln for ln in text.replace("\r", "\n").splitlines() if ln.strip()][-lines:]
 
 
-def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 15) -> CellResult:
-    """Run one cell unless it is finished already (see `is_finished`)."""
+def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 15, run: bool = True) -> CellResult:
+    """Run one cell unless it is finished already (see `is_finished`); with run=False, only read it."""
     recorded = _cell_record(cell)
     if is_finished(cell, recorded):
         seconds = recorded.get("seconds")
         return CellResult(cell, "skipped", 0, float(seconds) if isinstance(seconds, int | float) else 0.0,
                           commit=str(recorded.get("git_commit", "")))
+    if not run:
+        return CellResult(cell, "not run")
     if cell.requires is not None and not Path(cell.requires).exists():
         return CellResult(cell, "blocked", None, tail=[f"missing {cell.requires}"])
     if read_metrics(cell.metrics_path) is not None:
@@ -179,9 +182,10 @@ def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 1
 
 def run_grid(
     cells: Iterable[Cell], runner: Runner = subprocess_runner, progress: bool = True, tail_lines: int = 15,
-    desc: str = "grid",
+    desc: str = "grid", run: bool = True,
 ) -> list[CellResult]:
-    """Run every cell in order, going on after a failure; one result per cell, in order.
+    """Run every cell in order, going on after a failure; one result per cell, in order. run=False runs
+    none: the finished cells are read and the others reported as not run.
 
     A failed cell is reported on stderr (exit code and the last lines of its log, kept in its run folder).
     """
@@ -190,12 +194,12 @@ def run_grid(
     bar = tqdm(cells, desc=desc, unit="cell", disable=not progress, file=sys.stderr)
     for cell in bar:
         bar.set_postfix_str(f"{cell.name} seed={cell.seed}")
-        result = run_cell(cell, runner, tail_lines)
+        result = run_cell(cell, runner, tail_lines, run)
         results.append(result)
         if result.status in ("failed", "blocked"):
             tqdm.write(describe_failure(result), file=sys.stderr)
     bar.close()
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "blocked")}
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "blocked", "not run")}
     print(f"{desc}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
     return results
 
