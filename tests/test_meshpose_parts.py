@@ -186,6 +186,17 @@ def test_global_average_decoding_weights_vertex_uvs_in_the_chosen_part():
     assert uv[0, 0].item() == pytest.approx((0 + 1 + 1) / 3, abs=0.01)
 
 
+@pytest.mark.parametrize("mode", ["barycentric", "closest", "global_average"])
+def test_decode_maps_under_bf16_autocast_equal_float32(mode):
+    """Evaluation runs under bf16 autocast on CPUs that have it: every decoding still writes float32."""
+    dec = UVDecoder(_strip_charts())
+    logits = torch.randn(2, 9, 4, 5, generator=torch.Generator().manual_seed(0))
+    fg = torch.rand(2, 4, 5, generator=torch.Generator().manual_seed(1)) > 0.3
+    with torch.autocast("cpu", torch.bfloat16):
+        mixed = dec.decode_maps(logits.to(torch.bfloat16), fg, mode)
+    torch.testing.assert_close(mixed, dec.decode_maps(logits.to(torch.bfloat16).float(), fg, mode))
+
+
 def test_decode_maps_keeps_background_zero():
     charts = _strip_charts()
     dec = UVDecoder(charts)

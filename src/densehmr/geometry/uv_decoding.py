@@ -85,7 +85,9 @@ class UVDecoder:
         b, v, h, w = logits.shape
         flat = logits.permute(0, 2, 3, 1).reshape(-1, v)
         keep = foreground.reshape(-1).nonzero().squeeze(1)
-        part, uv = self.decode(torch.softmax(flat[keep].float(), dim=-1), mode)
+        # float32 under mixed precision too: autocast would run global_average's einsum in bf16.
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            part, uv = self.decode(torch.softmax(flat[keep].float(), dim=-1), mode)
         out = torch.zeros(b * h * w, 3, device=logits.device, dtype=torch.float32)
         out[keep, 0] = part.float()
         out[keep, 1:] = uv.clamp(0.0, 1.0)
