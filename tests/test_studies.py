@@ -180,6 +180,38 @@ def test_compare_writes_means_tables_and_figure_from_finished_runs(tmp_path, mon
     assert not (runs / "meshpose" / "seed2").exists() and ": not run" in (out / "compare.md").read_text()
 
 
+def test_compare_of_some_methods_keeps_the_others_rows_made_with_the_same_settings(tmp_path, monkeypatch):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    for method, seeds in METRICS.items():
+        for seed, metrics in enumerate(seeds):
+            write_metrics(runs / method / f"seed{seed}", metrics)
+    monkeypatch.setattr(compare, "measure_network", lambda m, o: {"params": 1, "latency_ms": 1.0,
+                                                                 "latency_threads": 1})
+    common = ["--seeds", "0", "1", "--out", str(out), "--runs", str(runs), "--no-progress"]
+    assert compare.main(common) == 0
+    first = json.loads((out / "compare.json").read_text())
+    # Every finished cell's own metrics travel in the results file, not only their mean.
+    seeds = [c["metrics"]["densepose/gps_ap"] for c in first["cells"].values() if c["name"] == "meshpose"]
+    assert seeds == [METRICS["meshpose"][0]["densepose/gps_ap"], METRICS["meshpose"][1]["densepose/gps_ap"]]
+
+    # DCT re-run after a change of its code: only its row and cells are new; the same Hydra overrides, given
+    # twice, count as the same settings.
+    write_metrics(runs / "dct" / "seed0", {"mesh/pa_mpjpe": 70.0})
+    write_metrics(runs / "dct" / "seed1", {"mesh/pa_mpjpe": 80.0})
+    assert compare.main([*common, "--methods", "dct", "logger=csv"]) == 0
+    data = json.loads((out / "compare.json").read_text())
+    assert list(data["methods"]) == list(first["methods"])
+    assert data["methods"]["dct"]["mesh/pa_mpjpe"] == pytest.approx(75.0)
+    assert data["methods"]["meshpose"] == first["methods"]["meshpose"]
+    assert data["cells"].keys() == first["cells"].keys() and data["kept"]["methods"] == ["meshpose", "pymaf",
+                                                                                          "densereg"]
+    assert "Rows meshpose, pymaf, densereg: kept from `python -m densehmr" in (out / "compare.md").read_text()
+
+    # Other settings (another step budget): nothing is kept, with a warning.
+    assert compare.main([*common, "--methods", "dct", "trainer.max_steps=5", "--collect"]) == 0
+    assert list(json.loads((out / "compare.json").read_text())["methods"]) == ["dct"]
+
+
 def test_ablation_plan_shares_identical_cells_and_reevaluates_decodings(tmp_path):
     studies = {n: sweep.load_sweep(n) for n in ("meshpose_losses", "meshpose_uv_decoding", "vertexpose_vs_densereg")}
     cells, tables = ablation.plan(studies, None, ["logger=csv"], tmp_path)
@@ -367,7 +399,7 @@ def test_wall_time_says_when_some_cells_have_no_recorded_time():
 
 
 def test_timing_sums_cells_and_counts_finished_ones_without_a_time(tmp_path):
-    cell = Cell("a", "dct", (), 0, tmp_path / "a")
-    results = [CellResult(cell, "done", 0, 60.4), CellResult(cell, "skipped", 0, 0.0),
-               CellResult(cell, "failed", 1, 0.0), CellResult(cell, "skipped", 0, 30.0)]
-    assert timing(results) == {"seconds": 90, "untimed_cells": 1}
+    cells = [Cell(n, "dct", (), 0, tmp_path / n) for n in "abcd"]
+    results = [CellResult(cells[0], "done", 0, 60.4), CellResult(cells[1], "skipped", 0, 0.0),
+               CellResult(cells[2], "failed", 1, 0.0), CellResult(cells[3], "skipped", 0, 30.0)]
+    assert timing(statuses(results)) == {"seconds": 90, "untimed_cells": 1}

@@ -208,13 +208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return config_error(err)
     commit = git_commit()  # the code the cells run, not the code at the end
     results = run_grid(cells, progress=not args.no_progress, desc="ablation", run=not args.collect)
+    records = statuses(results)
     data = {
         "command": invocation("densehmr.studies.ablation", argv),
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {**run_settings(compose_train(["method=meshpose", *shared])), "overrides": shared,
-                     "git_commit": commit, **timing(results)},
+                     "git_commit": commit, **timing(records)},
         "studies": study_results(tables, results, studies),
-        "cells": statuses(results),
+        "cells": records,
     }
     write_json(args.out / "ablation.json", data)
     write_text(args.out / "ablation.md", markdown(data))

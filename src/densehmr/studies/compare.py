@@ -4,12 +4,15 @@ Trains and evaluates every method with the same shared settings (data, crop size
 configs/train.yaml's defaults plus the overrides given, applied to all), then writes results/compare.json,
 results/compare.md and results/compare.png (`make compare ARGS="<overrides>"`). Re-running skips the runs
 already finished; `--dry-run` lists the cells (every configured method, densehmr.methods.registry) and
-stops; `--collect` runs none and writes the tables from the cells finished so far.
+stops; `--collect` runs none and writes the tables from the cells finished so far. `--methods a b` trains only
+those and keeps the other methods' rows of the compare.json already in `--out` when it was made with the same
+settings, so one method can be re-run after a change without training the others again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,7 +31,7 @@ from densehmr.studies.common import (
     write_json,
     write_text,
 )
-from densehmr.studies.grid import Cell, CellResult, is_finished, read_metrics, run_grid, statuses, timing
+from densehmr.studies.grid import Cell, is_finished, run_grid, statuses, timing
 from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
 
 # Grid runs log to CSV: an offline W&B run per cell costs startup time and disk (`logger=wandb` to change).
@@ -67,19 +70,66 @@ def measure_network(method: str, overrides: Sequence[str], repeats: int = 20, wa
     return {"params": count_params(model), "latency_ms": latency, "latency_threads": torch.get_num_threads()}
 
 
-def method_results(metrics: Mapping[str, Sequence[Mapping]], measures: Mapping[str, Mapping]) -> dict:
-    """method -> mean (± std) of its seeds' metrics, plus params and latency_ms."""
+def method_results(cells: Mapping[str, Mapping], measures: Mapping[str, Mapping]) -> dict:
+    """method -> mean (± std) of the metrics of its finished cells (`statuses` records, in seed order), plus
+    params and latency_ms."""
+    metrics: dict[str, list[dict]] = {}
+    for cell in cells.values():
+        metrics.setdefault(cell["name"], [])
+        if "metrics" in cell:
+            metrics[cell["name"]].append(cell["metrics"])
     return {m: {**aggregate(runs), **measures.get(m, {})} for m, runs in metrics.items()}
 
 
-def finished_metrics(results: Sequence[CellResult]) -> dict[str, list[dict]]:
-    """method -> the metrics.json of each of its finished cells, in seed order."""
-    out: dict[str, list[dict]] = {}
-    for r in results:
-        out.setdefault(r.cell.method, [])
-        if r.ok and (metrics := read_metrics(r.cell.metrics_path)) is not None:
-            out[r.cell.method].append(metrics)
-    return out
+# What must agree for rows of two compare runs to sit in one table (the overrides compared as Hydra applies them).
+SAME_SETTINGS = ("image_size", "backbone", "data_train", "data_val", "trainer", "seeds")
+
+
+def override_values(overrides: Sequence[str]) -> dict[str, str]:
+    """Hydra overrides as key -> value, the last of a repeated key winning, as Hydra applies them."""
+    return dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides)
+
+
+def same_settings(a: Mapping, b: Mapping) -> bool:
+    return (all(a.get(k) == b.get(k) for k in SAME_SETTINGS)
+            and override_values(a.get("overrides", ())) == override_values(b.get("overrides", ())))
+
+
+def read_previous(path: Path) -> dict | None:
+    """An earlier compare.json, or None when there is none or it cannot be read (a warning says so)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and {"settings", "methods", "cells"} <= data.keys():
+            return data
+    except (OSError, ValueError):
+        pass
+    print(f"warning: {path}: not a compare results file; no rows kept from it", file=sys.stderr)
+    return None
+
+
+def keep_previous(data: dict, previous: Mapping | None, trained: Sequence[str]) -> list[str]:
+    """Add to `data` (this run's results) the rows and cells of the methods in `previous` that this run did
+    not train, when both were made with the same settings; the methods kept, in registry order."""
+    if previous is None:
+        return []
+    others = [m for m in method_names() if m in previous["methods"] and m not in trained]
+    if not others:
+        return []
+    if not same_settings(previous["settings"], data["settings"]):
+        print(f"warning: the earlier results' settings differ; {', '.join(others)} not kept", file=sys.stderr)
+        return []
+    batch_size = previous["settings"].get("batch_size", {})
+    for m in others:
+        data["methods"][m] = previous["methods"][m]
+        if m in batch_size:
+            data["settings"]["batch_size"][m] = batch_size[m]
+        data["cells"].update({k: c for k, c in previous["cells"].items() if c["name"] == m})
+    order = {m: i for i, m in enumerate(method_names())}
+    data["methods"] = dict(sorted(data["methods"].items(), key=lambda kv: order.get(kv[0], len(order))))
+    data["kept"] = {"methods": others, "command": previous["command"], "written": previous["written"]}
+    return others
 
 
 def markdown(data: Mapping) -> str:
@@ -100,11 +150,21 @@ def markdown(data: Mapping) -> str:
         f"({s.get('latency_threads', '?')} torch threads), measured after training, on a shared machine.",
         "",
         markdown_table(list(data["methods"].items()), COLUMNS, "method", drop_empty=False),
+        *kept_lines(data),
         "![accuracy against latency and PA-MPJPE](compare.png)",
         "",
     ]
     lines += unfinished_lines(data["cells"], "Cells that did not finish (their numbers are missing above):")
     return "\n".join(lines)
+
+
+def kept_lines(data: Mapping) -> list[str]:
+    """Under the table: which rows an earlier run made (`keep_previous`), or nothing."""
+    kept = data.get("kept")
+    if not kept:
+        return []
+    return [f"Rows {', '.join(kept['methods'])}: kept from `{kept['command']}` ({kept['written']}), made with the "
+            "same settings.", ""]
 
 
 def _options(parser) -> None:
@@ -135,18 +195,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_grid(cells, progress=not args.no_progress, desc="compare", run=not args.collect)
     measures = {m: measure_network(m, shared) for m in args.methods}
     first = next(iter(configs.values()))
+    cell_records = statuses(results)
     data = {
         "command": invocation("densehmr.studies.compare", argv),
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {
             **settings[args.methods[0]], "overrides": shared, "seeds": seeds, "git_commit": commit,
-            **timing(results),
             "batch_size": {m: int(cfg.method.batch_size) for m, cfg in configs.items()},
             "latency_threads": next(iter(measures.values()))["latency_threads"],
         },
-        "methods": method_results(finished_metrics(results), measures),
-        "cells": statuses(results),
+        "methods": method_results(cell_records, measures),
+        "cells": cell_records,
     }
+    keep_previous(data, read_previous(args.out / "compare.json"), args.methods)
+    data["settings"].update(timing(data["cells"]))
     out = args.out
     write_json(out / "compare.json", data)
     write_text(out / "compare.md", markdown(data))

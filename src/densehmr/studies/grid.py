@@ -14,7 +14,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from densehmr.studies.common import git_commit
 
 TRAIN = "densehmr.train"
 EVALUATE = "densehmr.evaluate"
+FINISHED = ("done", "skipped")  # statuses of a cell whose metrics.json is complete
 
 
 def hydra_string(value: object) -> str:
@@ -91,7 +92,7 @@ class CellResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("done", "skipped")
+        return self.status in FINISHED
 
 
 Runner = Callable[[Cell, Path], int]
@@ -212,19 +213,21 @@ def describe_failure(result: CellResult) -> str:
     return "\n".join([head, *(f"    {ln}" for ln in result.tail)])
 
 
-def timing(results: Sequence[CellResult]) -> dict[str, int]:
-    """A study's wall time: `seconds`, the sum of its cells' runs (as recorded for skipped ones), and
-    `untimed_cells`, the finished cells whose time was never recorded."""
-    return {"seconds": round(sum(r.seconds for r in results)),
-            "untimed_cells": sum(r.ok and not r.seconds for r in results)}
+def timing(cells: Mapping[str, Mapping]) -> dict[str, int]:
+    """A study's wall time from its cells' records (`statuses`): `seconds`, the sum of its cells' runs (as
+    recorded for skipped ones), and `untimed_cells`, the finished cells whose time was never recorded."""
+    return {"seconds": round(sum(c["seconds"] for c in cells.values())),
+            "untimed_cells": sum(c["status"] in FINISHED and not c["seconds"] for c in cells.values())}
 
 
 def statuses(results: Sequence[CellResult]) -> dict[str, dict]:
-    """Per cell (by run folder): status, exit code, seconds, the commit it ran and the command, for a
-    results json."""
-    return {
-        str(r.cell.run_dir): {"name": r.cell.name, "seed": r.cell.seed, "status": r.status,
-                              "returncode": r.returncode, "seconds": round(r.seconds, 1), "git_commit": r.commit,
-                              "command": r.cell.command()}
-        for r in results
-    }
+    """Per cell (by run folder): status, exit code, seconds, the commit it ran, the command and, once
+    finished, its metrics, so that a results json holds every seed's numbers after the run folders are gone."""
+    table = {}
+    for r in results:
+        record = {"name": r.cell.name, "seed": r.cell.seed, "status": r.status, "returncode": r.returncode,
+                  "seconds": round(r.seconds, 1), "git_commit": r.commit, "command": r.cell.command()}
+        if r.ok and (metrics := read_metrics(r.cell.metrics_path)) is not None:
+            record["metrics"] = metrics
+        table[str(r.cell.run_dir)] = record
+    return table
