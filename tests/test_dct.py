@@ -182,6 +182,8 @@ def test_iuv_input_sources(tmp_path):
     torch.save({"state_dict": densereg.state_dict(), "hyper_parameters": dict(densereg.hparams),
                 "pytorch-lightning_version": pl.__version__}, path)
     model = make_dct(iuv_input=True, iuv_checkpoint=str(path))
+    with pytest.raises(ValueError, match=r"dct.iuv_checkpoint: checkpoint .*missing.ckpt: no such file"):
+        make_dct(iuv_input=True, iuv_checkpoint=str(tmp_path / "missing.ckpt"))
 
     model.train()
     batch, targets = completed_batch(model)

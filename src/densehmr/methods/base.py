@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Metrics whose compute() is one number, and its key's last part (docs/architecture.md, "Metric keys").
 _SCALAR_METRIC_NAMES = {"mask": "iou"}
+PICTURE_SAMPLES = 4  # samples shown side by side in a logged picture
 
 
 @dataclass

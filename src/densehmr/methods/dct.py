@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -99,11 +98,16 @@ class DCT(HMRMethod):
 
     @staticmethod
     def _load_densereg(path: str) -> torch.nn.Module:
+        """The DenseReg whose IUV maps DCT reads at evaluation, from a verified checkpoint (whole, finite)."""
+        from densehmr.checkpoints import CheckpointError, load_checkpoint
         from densehmr.methods.densereg import DenseReg
 
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"dct.iuv_checkpoint: no DenseReg checkpoint at {path}")
-        model = DenseReg.load_from_checkpoint(path, map_location="cpu")
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            raise ValueError(f"dct.iuv_checkpoint: {exc}") from exc
+        model = DenseReg(**state["hyper_parameters"])
+        model.load_state_dict(state["state_dict"])
         return model.eval().requires_grad_(False)
 
     # ----------------------------------------------------------------- network

@@ -27,7 +27,7 @@ from densehmr.losses.densepose import (
     uv_smooth_l1,
 )
 from densehmr.losses.quantize import DECODE_MODES, decode
-from densehmr.methods.base import BaseMethod, Prediction, Targets
+from densehmr.methods.base import PICTURE_SAMPLES, BaseMethod, Prediction, Targets
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.densepose_head import DensePoseHead
 from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, side_by_side
@@ -35,7 +35,6 @@ from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, side_by_side
 REGRESSIONS = ("direct", "quantized")
 SUPERVISIONS = ("points", "rendered")
 COARSE_CLASSES = (2, 15)
-PICTURE_SAMPLES = 4
 
 
 class DenseReg(BaseMethod):

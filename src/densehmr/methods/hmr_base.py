@@ -17,14 +17,12 @@ from torch import Tensor
 
 from densehmr.geometry.rotations import axis_angle_to_rotmat
 from densehmr.losses.hmr import Norm, Reduction, betas_loss, keypoint_2d_loss, keypoint_3d_loss, rotation_matrix_loss
-from densehmr.methods.base import BaseMethod, Prediction, Targets
+from densehmr.methods.base import PICTURE_SAMPLES, BaseMethod, Prediction, Targets
 from densehmr.metrics.densepose_ap import GT_MASK
 from densehmr.render import screen_to_iuv, weak_perspective_to_screen
 from densehmr.render.cameras import crop_intrinsics, crop_translation
 from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, side_by_side
 from densehmr.viz.mesh_overlay import mesh_overlay
-
-PICTURE_SAMPLES = 4
 
 
 @dataclass
