@@ -203,8 +203,7 @@ def test_compare_of_some_methods_keeps_the_others_rows_made_with_the_same_settin
     assert list(data["methods"]) == list(first["methods"])
     assert data["methods"]["dct"]["mesh/pa_mpjpe"] == pytest.approx(75.0)
     assert data["methods"]["meshpose"] == first["methods"]["meshpose"]
-    assert data["cells"].keys() == first["cells"].keys() and data["kept"]["methods"] == ["meshpose", "pymaf",
-                                                                                          "densereg"]
+    assert data["cells"].keys() == first["cells"].keys() and list(data["kept"]) == ["meshpose", "pymaf", "densereg"]
     assert "Rows meshpose, pymaf, densereg: kept from `python -m densehmr" in (out / "compare.md").read_text()
 
     # Other settings (another step budget): nothing is kept, with a warning.
@@ -245,6 +244,39 @@ def test_ablation_tables_from_fake_runs(tmp_path):
     assert "## PyMAF Table 5" in md
     assert "| pymaf.aux_iuv=true | 5.0 ± 7.1 | 110.0 ± 14.1 |" in md
     assert "| pymaf.aux_iuv=false | 5.0 ± 7.1 | 110.5 ± 0.7 |" in md
+
+
+def test_ablation_of_some_tables_keeps_the_others_and_the_report_names_their_command(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    studies = {name: sweep.load_sweep(name) for name in ("pymaf_aux_iuv", "dct_dense")}
+    _, tables = ablation.plan(studies, None, [*ablation.DEFAULT_OVERRIDES], runs)
+    for rows in tables.values():
+        for _, by_seed in rows:
+            for seed, cell in by_seed.items():
+                write_metrics(cell.run_dir, {"mesh/pa_mpjpe": 100.0 + seed, "mesh/mpjpe": 150.0 + seed})
+    common = ["--out", str(out), "--runs", str(runs), "--no-progress"]
+    assert ablation.main(["--tables", "pymaf_aux_iuv,dct_dense", *common]) == 0
+    first = json.loads((out / "ablation.json").read_text())
+    first_cmd = first["command"]
+
+    # A later session, the run folders gone: DCT's table re-made from new runs, PyMAF's kept from the file.
+    for rows in tables.values():
+        for _, by_seed in rows:
+            for cell in by_seed.values():
+                (cell.run_dir / "metrics.json").unlink()
+    for _, by_seed in tables["dct_dense"]:
+        for seed, cell in by_seed.items():
+            write_metrics(cell.run_dir, {"mesh/pa_mpjpe": 90.0 + seed})
+    assert ablation.main(["--tables", "dct_dense", *common]) == 0
+    data = json.loads((out / "ablation.json").read_text())
+    assert list(data["studies"]) == ["pymaf_aux_iuv", "dct_dense"] and list(data["kept"]) == ["pymaf_aux_iuv"]
+    assert data["studies"]["pymaf_aux_iuv"] == first["studies"]["pymaf_aux_iuv"]
+    assert data["studies"]["dct_dense"]["rows"]["dct.dense_weight=0.0"]["mesh/pa_mpjpe"] == pytest.approx(90.5)
+    assert data["cells"].keys() == first["cells"].keys()
+    assert f"Tables pymaf_aux_iuv: kept from `{first_cmd}`" in (out / "ablation.md").read_text()
+    text = report.report({"compare": {}, "ablation": data})
+    pymaf = text[text.index("PyMAF's auxiliary IUV"):text.index("DCT's dense")]
+    assert f"Made by: `{first_cmd}`" in pymaf and data["command"] not in pymaf
 
 
 # -- report --------------------------------------------------------------------------------------------------

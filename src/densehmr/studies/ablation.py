@@ -7,7 +7,8 @@ mean ± std over seeds. A grid's `evaluation_only` parameters (a decoding, say) 
 per seed is trained without them and its checkpoint evaluated once per value (`python -m densehmr.evaluate`),
 so those rows differ by the option alone. A cell reached from two studies (e.g. the full MeshPose model) is
 trained once. Re-running skips finished cells, evaluations included; `--collect` runs none and writes the
-tables from the cells finished so far.
+tables from the cells finished so far. `--tables a,b` runs those and keeps the other tables of the ablation.json
+already in `--out` when it was made with the same settings (`densehmr.studies.keep`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from densehmr.studies.common import (
     write_text,
 )
 from densehmr.studies.grid import EVALUATE, Cell, CellResult, hydra_string, read_metrics, run_grid, statuses, timing
+from densehmr.studies.keep import keep_parts, kept_lines, read_previous
 from densehmr.studies.sweep import SWEEPS_DIR, evaluation_only, expand_grid, load_sweep, override, parameter_values
 from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
 
@@ -166,10 +168,23 @@ def evaluation_note(rows: Mapping[str, Mapping]) -> str:
             "rows evaluating the same models differ by that option alone, not by training.")
 
 
+def keep_previous(data: dict, previous: Mapping | None, made: Sequence[str]) -> list[str]:
+    """Add to `data` the tables of an earlier ablation.json that this run did not make, with their cells, when
+    made with the same settings; the tables in STUDIES order."""
+    if previous is None:
+        return []
+    others = [t for t in STUDIES if t in previous["studies"] and t not in made]
+    cells = {t: [run for row in previous["studies"][t]["rows"].values()
+                 for run in (*row.get("trained_runs", ()), *row.get("runs", ()))] for t in others}
+    kept = keep_parts(data, previous, "studies", others, cells)
+    data["studies"] = {t: data["studies"][t] for t in STUDIES if t in data["studies"]}
+    return kept
+
+
 def markdown(data: Mapping) -> str:
     s = data["settings"]
     written = f"Written by `{data['command']}` on {data['written']} (commit `{s['git_commit'][:9]}`{wall_time(s)})."
-    lines = ["# Ablations", "", written, "", *commit_lines(data),
+    lines = ["# Ablations", "", written, "", *commit_lines(data), *kept_lines(data, "tables"),
              f"Shared overrides: `{' '.join(s['overrides'])}`; backbone {s['backbone']}, crops "
              f"{s['image_size'][0]}×{s['image_size'][1]}. Mean ± standard deviation over the seeds listed (± only "
              "with more than one seed); AP ×100, errors in mm, — where the method has no such output.", ""]
@@ -213,10 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": invocation("densehmr.studies.ablation", argv),
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {**run_settings(compose_train(["method=meshpose", *shared])), "overrides": shared,
-                     "git_commit": commit, **timing(records)},
+                     "git_commit": commit},
         "studies": study_results(tables, results, studies),
         "cells": records,
     }
+    keep_previous(data, read_previous(args.out / "ablation.json", "studies"), names)
+    data["settings"].update(timing(data["cells"]))
     write_json(args.out / "ablation.json", data)
     write_text(args.out / "ablation.md", markdown(data))
     print(f"wrote {args.out / 'ablation.json'} and {args.out / 'ablation.md'}")

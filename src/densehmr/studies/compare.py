@@ -12,7 +12,6 @@ settings, so one method can be re-run after a change without training the others
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from densehmr.studies.common import (
     write_text,
 )
 from densehmr.studies.grid import Cell, is_finished, run_grid, statuses, timing
+from densehmr.studies.keep import SETTINGS, keep_parts, kept_lines, read_previous
 from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
 
 # Grid runs log to CSV: an offline W&B run per cell costs startup time and disk (`logger=wandb` to change).
@@ -81,55 +81,19 @@ def method_results(cells: Mapping[str, Mapping], measures: Mapping[str, Mapping]
     return {m: {**aggregate(runs), **measures.get(m, {})} for m, runs in metrics.items()}
 
 
-# What must agree for rows of two compare runs to sit in one table (the overrides compared as Hydra applies them).
-SAME_SETTINGS = ("image_size", "backbone", "data_train", "data_val", "trainer", "seeds")
-
-
-def override_values(overrides: Sequence[str]) -> dict[str, str]:
-    """Hydra overrides as key -> value, the last of a repeated key winning, as Hydra applies them."""
-    return dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides)
-
-
-def same_settings(a: Mapping, b: Mapping) -> bool:
-    return (all(a.get(k) == b.get(k) for k in SAME_SETTINGS)
-            and override_values(a.get("overrides", ())) == override_values(b.get("overrides", ())))
-
-
-def read_previous(path: Path) -> dict | None:
-    """An earlier compare.json, or None when there is none or it cannot be read (a warning says so)."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and {"settings", "methods", "cells"} <= data.keys():
-            return data
-    except (OSError, ValueError):
-        pass
-    print(f"warning: {path}: not a compare results file; no rows kept from it", file=sys.stderr)
-    return None
-
-
 def keep_previous(data: dict, previous: Mapping | None, trained: Sequence[str]) -> list[str]:
-    """Add to `data` (this run's results) the rows and cells of the methods in `previous` that this run did
-    not train, when both were made with the same settings; the methods kept, in registry order."""
+    """Add to `data` the rows (and batch sizes) of the methods in an earlier compare.json that this run did
+    not train, made with the same settings and seeds (`densehmr.studies.keep`); the rows in registry order."""
     if previous is None:
         return []
     others = [m for m in method_names() if m in previous["methods"] and m not in trained]
-    if not others:
-        return []
-    if not same_settings(previous["settings"], data["settings"]):
-        print(f"warning: the earlier results' settings differ; {', '.join(others)} not kept", file=sys.stderr)
-        return []
+    cells = {m: [k for k, c in previous["cells"].items() if c["name"] == m] for m in others}
+    kept = keep_parts(data, previous, "methods", others, cells, (*SETTINGS, "seeds"))
     batch_size = previous["settings"].get("batch_size", {})
-    for m in others:
-        data["methods"][m] = previous["methods"][m]
-        if m in batch_size:
-            data["settings"]["batch_size"][m] = batch_size[m]
-        data["cells"].update({k: c for k, c in previous["cells"].items() if c["name"] == m})
+    data["settings"]["batch_size"].update({m: batch_size[m] for m in kept if m in batch_size})
     order = {m: i for i, m in enumerate(method_names())}
     data["methods"] = dict(sorted(data["methods"].items(), key=lambda kv: order.get(kv[0], len(order))))
-    data["kept"] = {"methods": others, "command": previous["command"], "written": previous["written"]}
-    return others
+    return kept
 
 
 def markdown(data: Mapping) -> str:
@@ -150,21 +114,12 @@ def markdown(data: Mapping) -> str:
         f"({s.get('latency_threads', '?')} torch threads), measured after training, on a shared machine.",
         "",
         markdown_table(list(data["methods"].items()), COLUMNS, "method", drop_empty=False),
-        *kept_lines(data),
+        *kept_lines(data, "rows"),
         "![accuracy against latency and PA-MPJPE](compare.png)",
         "",
     ]
     lines += unfinished_lines(data["cells"], "Cells that did not finish (their numbers are missing above):")
     return "\n".join(lines)
-
-
-def kept_lines(data: Mapping) -> list[str]:
-    """Under the table: which rows an earlier run made (`keep_previous`), or nothing."""
-    kept = data.get("kept")
-    if not kept:
-        return []
-    return [f"Rows {', '.join(kept['methods'])}: kept from `{kept['command']}` ({kept['written']}), made with the "
-            "same settings.", ""]
 
 
 def _options(parser) -> None:
@@ -207,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "methods": method_results(cell_records, measures),
         "cells": cell_records,
     }
-    keep_previous(data, read_previous(args.out / "compare.json"), args.methods)
+    keep_previous(data, read_previous(args.out / "compare.json", "methods"), args.methods)
     data["settings"].update(timing(data["cells"]))
     out = args.out
     write_json(out / "compare.json", data)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from densehmr.studies.common import write_text
+from densehmr.studies.keep import made_by
 from densehmr.studies.tables import format_value
 
 
@@ -193,7 +194,8 @@ def claim_section(claim: Claim, results: Mapping[str, Mapping]) -> list[str]:
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {_num(c.a.key, j.get('gap'))} | "
                      f"{_num(c.a.key, j.get('tolerance')).lstrip('+')} | {j['verdict']} |")
         for ref in (c.a, c.b) if j["verdict"] != "no data" else ():
-            commands[results.get(ref.source, {}).get("command", f"(no {ref.source}.json)")] = None
+            source = results.get(ref.source)
+            commands[made_by(source, ref.path[0]) if source else f"(no {ref.source}.json)"] = None
             runs.update(dict.fromkeys(cell_commands(ref, results)))
     lines += ["", *([SAME_MODELS, ""] if any(same_models(j) for j in judged) else []),
               "Made by: " + ("; ".join(f"`{cmd}`" for cmd in commands) or "—"), ""]
