@@ -145,6 +145,20 @@ def test_bad_options_are_refused(body):
         build(uv_decoding="nearest")
     with pytest.raises(ValueError):
         build(metric_scale="guess")
+    with pytest.raises(ValueError):
+        build(visibility_labels="all")
+
+
+def test_occlusion_labels_hide_the_far_side_of_the_gt_body_and_none_of_the_annotated_faces(body, batch, gt):
+    """The z-buffered GT body hides about half of its vertices (the side facing away), and almost none of the
+    corners of the faces the generator annotated as seen (its own rendering, independent of ours)."""
+    model = build(visibility_labels="occlusion")
+    hidden = model._self_occluded(batch, gt)[gt.has_verts]
+    assert gt.has_verts.any() and 0.25 < hidden.float().mean() < 0.75
+    valid = (batch["dp_valid"] & batch["has_dp"][:, None] & (batch["dp_face_low"] >= 0))[gt.has_verts]
+    corners = model.faces_low[batch["dp_face_low"][gt.has_verts].clamp(min=0)]  # (n, P, 3)
+    annotated_hidden = hidden.gather(1, corners.flatten(1)).view_as(corners)[valid]
+    assert annotated_hidden.float().mean() < 0.1
 
 
 # ----------------------------------------------------------------------------- gradients

@@ -252,6 +252,25 @@ def test_visibility_labels_hand_case():
     assert known.tolist() == [[True, True, True, False, False]]
 
 
+def test_self_occlusion_hand_case():
+    """A square at 2 m in front of a fan of four triangles at 3 m: the fan's centre, behind the square, is
+    hidden; the fan's corners (beside the square) and the square's own corners are not; a vertex 3 cm behind
+    the surface is within the margin, one outside the crop is never hidden."""
+    square = [[8.0, 8.0, 2.0], [24.0, 8.0, 2.0], [24.0, 24.0, 2.0], [8.0, 24.0, 2.0]]
+    fan = [[2.0, 2.0, 3.0], [30.0, 2.0, 3.0], [30.0, 30.0, 3.0], [2.0, 30.0, 3.0], [16.0, 16.0, 3.0]]
+    extra = [[12.0, 12.0, 2.03], [40.0, 16.0, 3.0]]
+    screen = torch.tensor([square + fan + extra])
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3], [4, 5, 8], [5, 6, 8], [6, 7, 8], [7, 4, 8]])
+    hidden = L.self_occluded(screen, faces, (32, 32), margin=0.05)
+    assert hidden.tolist() == [[False] * 4 + [False] * 4 + [True] + [False, False]]
+    # Hidden vertices become known invisible, but an annotation on one of them still wins.
+    corners = torch.tensor([[[8, 0, 1]]])
+    labels, known = L.visibility_labels(corners, torch.tensor([[True]]), screen[..., :2], torch.tensor([True]),
+                                        (32, 32), hidden)
+    assert labels[0, 8] == 1.0 and known[0].tolist() == [True, True, False, False, False, False, False, False,
+                                                         True, False, True]
+
+
 def test_visibility_bce_only_on_known_labels():
     logits = torch.tensor([[0.0, 3.0, -2.0]])
     labels = torch.tensor([[1.0, 0.0, 1.0]])

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from densehmr.render.rasterize import rasterize
+
 
 def _zero(like: Tensor) -> Tensor:
     return like.sum() * 0.0
@@ -52,23 +54,44 @@ def visibility_labels(
     verts_xy: Tensor,
     has_verts: Tensor,
     image_size: tuple[int, int],
+    hidden: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """MeshPose's partial visibility labels (B, v) float and which are known (B, v) bool.
 
     Visible (1): the 3 vertices of every annotated pixel's low-poly face (face_corners (B, P, 3), valid
     where point_valid (B, P)). Not visible (0): vertices whose ground-truth position verts_xy (B, v, 2)
-    crop px falls outside the crop (samples with has_verts (B,) only). Annotation wins where both hold.
+    crop px falls outside the crop and, when given, those `hidden` (B, v) bool behind the body's own surface
+    (`self_occluded`), for samples with has_verts (B,) only. Annotation wins where both hold.
     """
     b, v = verts_xy.shape[:2]
     h, w = image_size
     x, y = verts_xy.unbind(-1)
-    outside = ((x < 0) | (x >= w) | (y < 0) | (y >= h)) & has_verts[:, None]
+    invisible = (x < 0) | (x >= w) | (y < 0) | (y >= h)
+    if hidden is not None:
+        invisible = invisible | hidden
+    invisible = invisible & has_verts[:, None]
     idx = torch.where(point_valid[..., None], face_corners, torch.zeros_like(face_corners))
     hits = torch.zeros(b, v, device=verts_xy.device)
     votes = point_valid[..., None].expand_as(face_corners).reshape(b, -1).float()
     hits.scatter_add_(1, idx.reshape(b, -1), votes)
     seen = hits > 0
-    return seen.to(verts_xy.dtype), seen | outside
+    return seen.to(verts_xy.dtype), seen | invisible
+
+
+def self_occluded(screen: Tensor, faces: Tensor, image_size: tuple[int, int], margin: float) -> Tensor:
+    """(B, v) bool: vertices hidden behind the mesh's own surface, seen from the camera.
+
+    screen: (B, v, 3) x, y crop px and camera depth (> 0, metres) of a mesh with faces (F, 3). A vertex is
+    hidden when the surface visible at its pixel (z-buffered, perspective-correct) lies more than `margin`
+    metres in front of it; a vertex outside the crop is not (it is labelled by its position).
+    """
+    h, w = image_size
+    zbuf = rasterize(screen, faces, image_size, perspective_correct=True).zbuf  # (B, H, W), inf: background
+    col, row = screen[..., 0].floor().long(), screen[..., 1].floor().long()
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    flat = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1))
+    surface = zbuf.flatten(1).gather(1, flat)
+    return inside & (screen[..., 2] > surface + margin)
 
 
 def squared_distance_to(target: Tensor) -> Tensor:
