@@ -150,13 +150,19 @@ METRICS = {  # per method, per seed: hand-made numbers
 }
 
 
-def test_compare_writes_means_tables_and_figure_from_finished_runs(tmp_path, monkeypatch):
+def finished_compare(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """(runs, out): every method's two seeds finished with METRICS, networks measured as 12.5 M / 40 ms."""
     runs, out = tmp_path / "runs", tmp_path / "results"
     for method, seeds in METRICS.items():
         for seed, metrics in enumerate(seeds):
             write_metrics(runs / method / f"seed{seed}", metrics)
     monkeypatch.setattr(compare, "measure_network", lambda m, o: {"params": 12_500_000, "latency_ms": 40.0,
                                                                  "latency_threads": 1})
+    return runs, out
+
+
+def test_compare_writes_means_tables_and_figure_from_finished_runs(tmp_path, monkeypatch):
+    runs, out = finished_compare(tmp_path, monkeypatch)
     code = compare.main(["--seeds", "0", "1", "--out", str(out), "--runs", str(runs), "--no-progress"])
     assert code == 0
     data = json.loads((out / "compare.json").read_text())
@@ -181,12 +187,7 @@ def test_compare_writes_means_tables_and_figure_from_finished_runs(tmp_path, mon
 
 
 def test_compare_of_some_methods_keeps_the_others_rows_made_with_the_same_settings(tmp_path, monkeypatch):
-    runs, out = tmp_path / "runs", tmp_path / "results"
-    for method, seeds in METRICS.items():
-        for seed, metrics in enumerate(seeds):
-            write_metrics(runs / method / f"seed{seed}", metrics)
-    monkeypatch.setattr(compare, "measure_network", lambda m, o: {"params": 1, "latency_ms": 1.0,
-                                                                 "latency_threads": 1})
+    runs, out = finished_compare(tmp_path, monkeypatch)
     common = ["--seeds", "0", "1", "--out", str(out), "--runs", str(runs), "--no-progress"]
     assert compare.main(common) == 0
     first = json.loads((out / "compare.json").read_text())
