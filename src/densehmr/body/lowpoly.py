@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import trimesh
 from scipy.spatial import cKDTree
 
 
@@ -32,6 +31,8 @@ def closest_surface_points(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Closest (face, barycentric, distance) on a mesh (optionally restricted to some faces) to points."""
     ids = np.arange(len(faces)) if face_subset is None else face_subset
+    import trimesh  # building the body only (`make body`): training never needs it
+
     mesh = trimesh.Trimesh(verts, faces[ids], process=False)
     closest, dist, local_face = trimesh.proximity.closest_point(mesh, points)
     face = ids[local_face]

@@ -40,7 +40,7 @@ class OnnxDetector:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise DetectorModelError(f"{self.path}: ONNX detectors need onnxruntime (pip install onnxruntime)") from exc
+            raise DetectorModelError(f"{self.path}: ONNX detectors need onnxruntime (make setup-dev)") from exc
         self.person_label = int(person_label)
         if not self.path.is_file():
             raise DetectorModelError(f"{self.path}: no such ONNX detector")
