@@ -44,6 +44,7 @@ def compare_figure(methods: Mapping[str, Mapping]) -> bytes:
             shown += 1
         if not shown:
             ax.text(0.5, 0.5, "no method has both numbers", ha="center", va="center", transform=ax.transAxes)
+        ax.margins(x=0.2, y=0.2)  # room for the labels inside the panel, clear of its title
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
