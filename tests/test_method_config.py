@@ -13,7 +13,7 @@ from omegaconf import OmegaConf, open_dict
 
 from densehmr.methods.base import BaseMethod, Prediction
 from densehmr.methods.registry import method_class, method_names
-from densehmr.runs import ConfigError, build_datamodule, build_method
+from densehmr.runs import ConfigError, build_datamodule, build_method, saved_run_config
 
 # What runs.build_method gives every method besides its options node.
 SHARED = {"body", "backbone", "image_size", "loss_weights", "optimizer", "scheduler", "log_images_every_n_steps",
@@ -104,3 +104,17 @@ def test_the_data_takes_the_runs_crop_batch_and_body():
     assert not {"image_size", "batch_size", "body"} & set(cfg.data)  # no second place for them
     data = build_datamodule(cfg)
     assert data.image_size == (96, 64) and data.batch_size == 3 and data.body_spec == {"name": "open"}
+
+
+def test_a_run_saved_before_an_option_existed_builds_with_its_default(tmp_path, capsys):
+    """Options added after a run was made (here meshpose.visibility_labels) take today's default, which is the
+    behaviour before the option existed, so older runs still evaluate, resume and run the demo."""
+    cfg = method_config("meshpose", "image_size=[64,64]")
+    with open_dict(cfg):
+        del cfg.meshpose["visibility_labels"]
+    path = tmp_path / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    run = saved_run_config(path)
+    assert run.meshpose.visibility_labels == "partial" and run.meshpose.gain == cfg.meshpose.gain
+    assert "predates meshpose.visibility_labels" in capsys.readouterr().err
+    assert build_method(run).visibility_labels == "partial"

@@ -15,13 +15,19 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from densehmr.checkpoints import load_checkpoint
 from densehmr.fault import PinnedThreads
-from densehmr.runs import ConfigError, build_datamodule, build_method, intra_op_threads, write_metrics
+from densehmr.runs import (
+    ConfigError,
+    build_datamodule,
+    build_method,
+    default_config,
+    intra_op_threads,
+    saved_run_config,
+    write_metrics,
+)
 from densehmr.train import CONFIG_DIR, check_config_groups, fail_clearly
 
 # Keys that belong to this command, never taken from the run.
@@ -56,10 +62,10 @@ def evaluation_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     saved = ckpt.parent.parent / "config.yaml"
     if ckpt.parent.name != "checkpoints" or not saved.is_file():
         return cfg
-    run = OmegaConf.load(saved)
+    run = saved_run_config(saved)
     if run.method.name != cfg.method.name:
         raise ConfigError(f"{ckpt} is a {run.method.name} checkpoint (its run's config.yaml), not {cfg.method.name}")
-    defaults = _flat(_default_config(cfg.method.name))
+    defaults = _flat(default_config(cfg.method.name))
     given = _flat(cfg)
     for key in set(defaults) | set(given):
         if key.split(".")[0] in _OWN_KEYS or defaults.get(key, _ABSENT) == given.get(key, _ABSENT):
@@ -74,14 +80,6 @@ def evaluation_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
 
 
 _ABSENT = object()
-
-
-def _default_config(method: str) -> DictConfig:
-    """configs/train.yaml for `method` with no other override."""
-    if GlobalHydra.instance().is_initialized():  # under @hydra.main
-        return compose(config_name="train", overrides=[f"method={method}"])
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=[f"method={method}"])
 
 
 def _flat(cfg: DictConfig) -> dict[str, Any]:

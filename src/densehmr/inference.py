@@ -216,7 +216,9 @@ def load_method(
     if not ckpt.is_file():
         raise ModelError(f"{ckpt}: no such checkpoint")
     run = Path(run) if run is not None else ckpt.resolve().parent.parent
-    cfg = OmegaConf.load(run / "config.yaml") if (run / "config.yaml").is_file() else None
+    from densehmr.runs import build_method, default_config, saved_run_config
+
+    cfg = saved_run_config(run / "config.yaml") if (run / "config.yaml").is_file() else None
     try:
         state = load_checkpoint(ckpt)  # verified: whole, unaltered, finite weights
     except CheckpointError as exc:
@@ -224,14 +226,13 @@ def load_method(
     if cfg is not None:
         if method is not None and cfg.method.name != method:
             raise ModelError(f"{ckpt}: a {cfg.method.name} checkpoint, not {method}")
-        from densehmr.runs import build_method
-
         model = build_method(cfg)
     else:
         known = method_names()
         if method not in known:
             raise ModelError(f"{ckpt}: no run config beside it; name its method (one of {', '.join(known)})")
-        model = method_class(method)(**state["hyper_parameters"])
+        options = default_config(method).get(method)  # options the checkpoint predates: today's defaults
+        model = method_class(method)(**{**OmegaConf.to_container(options or {}), **state["hyper_parameters"]})
     model.load_state_dict(state["state_dict"])
     return model.eval().to(device), cfg
 

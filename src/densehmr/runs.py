@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,35 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
         _recursive_=False,
         _convert_="all",
     )
+
+
+def default_config(method: str) -> DictConfig:
+    """configs/train.yaml for `method` with no other override."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from densehmr.train import CONFIG_DIR  # train imports this module
+
+    if GlobalHydra.instance().is_initialized():  # under @hydra.main
+        return compose(config_name="train", overrides=[f"method={method}"])
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=[f"method={method}"])
+
+
+def saved_run_config(path: Path) -> DictConfig:
+    """A run's config.yaml, with the method options added since the run was made set to today's defaults
+    (each option's default is the behaviour before it existed), so that older runs still build, evaluate
+    and resume; a note on stderr names those options."""
+    run = OmegaConf.load(path)
+    name = run.method.name
+    current = default_config(name).get(name)
+    saved = run.get(name) or OmegaConf.create({})
+    missing = [k for k in (current or {}) if k not in saved]
+    if missing:
+        print(f"note: {path} predates {', '.join(f'{name}.{k}' for k in missing)}: today's default used",
+              file=sys.stderr)
+        run[name] = OmegaConf.merge(current, saved)
+    return run
 
 
 def build_method(cfg: DictConfig) -> pl.LightningModule:

@@ -27,6 +27,7 @@ from densehmr.runs import (
     build_trainer,
     intra_op_threads,
     point_latest,
+    saved_run_config,
     write_metrics,
 )
 
@@ -82,7 +83,7 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         raise FileNotFoundError(f"resume={run_dir}: no config.yaml in that run folder")
-    resumed = OmegaConf.load(saved)
+    resumed = saved_run_config(saved)
     if resumed.method.name != cfg.method.name:
         raise ConfigError(f"resume={run_dir} is a {resumed.method.name} run, not {cfg.method.name}")
     try:
