@@ -231,8 +231,9 @@ def load_method(
         known = method_names()
         if method not in known:
             raise ModelError(f"{ckpt}: no run config beside it; name its method (one of {', '.join(known)})")
-        options = default_config(method).get(method)  # options the checkpoint predates: today's defaults
-        model = method_class(method)(**{**OmegaConf.to_container(options or {}), **state["hyper_parameters"]})
+        node = default_config(method).get(method)  # options the checkpoint predates: today's defaults
+        options = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+        model = method_class(method)(**{**options, **state["hyper_parameters"]})
     model.load_state_dict(state["state_dict"])
     return model.eval().to(device), cfg
 
