@@ -220,6 +220,8 @@ def _provenance(name: str, data: Mapping) -> str:
     settings = data.get("settings", {})
     trainer = settings.get("trainer", {})
     budget = ", ".join(f"{k}={trainer[k]}" for k in ("max_steps", "max_time") if k in trainer)
+    if settings.get("max_steps"):
+        budget += "; steps " + ", ".join(f"{m} {n}" for m, n in settings["max_steps"].items())
     seeds = settings.get("seeds")
     return (f"results/{name}.json (commit `{str(settings.get('git_commit', '?'))[:9]}`"
             + (f"; {budget}" if budget else "") + (f"; seeds {seeds}" if seeds else "") + ")")
