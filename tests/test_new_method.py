@@ -74,6 +74,7 @@ TOY_CONFIG = """\
 method:
   name: toy
   batch_size: 4
+  cpu_steps: 2000
   lr: 1.0e-3
   module:
     _target_: toy_method.ToyMethod
@@ -105,7 +106,7 @@ def test_the_methods_are_the_configs_in_a_stable_order(tmp_path):
     assert method_target("dct") == "densehmr.methods.dct.DCT"
     (tmp_path / "method").mkdir()
     for name in ("zeta", "densereg", "alpha", "meshpose"):
-        (tmp_path / "method" / f"{name}.yaml").write_text(f"method: {{name: {name}, module: {{_target_: a.B}}}}\n")
+        (tmp_path / "method" / f"{name}.yaml").write_text(f"method: {{name: {name}, cpu_steps: 9, module: {{_target_: a.B}}}}\n")
     assert method_names(tmp_path) == ["meshpose", "densereg", "alpha", "zeta"]
 
 
@@ -113,11 +114,14 @@ def test_a_method_config_that_cannot_name_its_class_fails_in_one_line(tmp_path):
     (tmp_path / "method").mkdir()
     (tmp_path / "method" / "wrong.yaml").write_text("method: {name: other, module: {_target_: a.B}}\n")
     (tmp_path / "method" / "bare.yaml").write_text("method: {name: bare, module: {}}\n")
+    (tmp_path / "method" / "nosteps.yaml").write_text("method: {name: nosteps, module: {_target_: a.B}}\n")
     with pytest.raises(MethodConfigError, match=r"wrong.yaml: method.name is 'other', not the file's name 'wrong'"):
         method_target("wrong", tmp_path)
     with pytest.raises(MethodConfigError, match=r"bare.yaml: method.module._target_ must be a dotted class path"):
         method_target("bare", tmp_path)
-    with pytest.raises(MethodConfigError, match=r"unknown method 'nope'.*configured: bare, wrong"):
+    with pytest.raises(MethodConfigError, match=r"nosteps.yaml: method.cpu_steps must be a positive integer .*None"):
+        method_target("nosteps", tmp_path)
+    with pytest.raises(MethodConfigError, match=r"unknown method 'nope'.*configured: bare, nosteps, wrong"):
         method_target("nope", tmp_path)
 
 

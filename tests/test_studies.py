@@ -172,7 +172,11 @@ def test_compare_writes_means_tables_and_figure_from_finished_runs(tmp_path, mon
     assert mp["params"] == 12_500_000 and "mesh/pa_mpjpe" not in data["methods"]["densereg"]
     assert data["settings"]["seeds"] == [0, 1] and data["settings"]["backbone"] == "resnet18"
     assert "logger=csv" in data["settings"]["overrides"] and data["command"].startswith("python -m densehmr")
+    # One wall-clock budget: each method's steps are its config's, recorded per method and not compared.
+    cpu_steps = {m: int(compose_train([f"method={m}"]).method.cpu_steps) for m in METRICS}
+    assert data["settings"]["max_steps"] == cpu_steps and "max_steps" not in data["settings"]["trainer"]
     md = (out / "compare.md").read_text()
+    assert f"Training steps (batch size) per method: meshpose {cpu_steps['meshpose']} (16), pymaf" in md
     assert "| meshpose | 20.0 ± 14.1 | — | 40.0 ± 14.1 | — | — | — | — | 85.0 ± 7.1 | — | 12.50 | 40.0 |" in md
     assert "| densereg | 50.0 ± 14.1 | — | — | — | — | 0.0 ± 0.0 | — | — | — | 12.50 | 40.0 |" in md
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"

@@ -54,7 +54,7 @@ def _method_folder(config_dir: str | Path | None) -> Path:
 
 
 def _target(path: Path) -> str:
-    """`method.module._target_` of one method config, checked against its file name."""
+    """`method.module._target_` of one method config, checked against its file name, and its CPU step budget."""
     try:
         node = OmegaConf.load(path)
     except (OSError, OmegaConfBaseException, ValueError) as exc:
@@ -68,4 +68,8 @@ def _target(path: Path) -> str:
     target = module.get("_target_") if OmegaConf.is_dict(module) else None
     if not isinstance(target, str) or "." not in target:
         raise MethodConfigError(f"{path}: method.module._target_ must be a dotted class path, got {target!r}")
+    steps = method.get("cpu_steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise MethodConfigError(f"{path}: method.cpu_steps must be a positive integer (the steps trainer=cpu trains "
+                                f"the method for), got {steps!r}")
     return target
