@@ -106,7 +106,8 @@ def test_the_methods_are_the_configs_in_a_stable_order(tmp_path):
     assert method_target("dct") == "densehmr.methods.dct.DCT"
     (tmp_path / "method").mkdir()
     for name in ("zeta", "densereg", "alpha", "meshpose"):
-        (tmp_path / "method" / f"{name}.yaml").write_text(f"method: {{name: {name}, cpu_steps: 9, module: {{_target_: a.B}}}}\n")
+        config = f"method: {{name: {name}, cpu_steps: 9, module: {{_target_: a.B}}}}\n"
+        (tmp_path / "method" / f"{name}.yaml").write_text(config)
     assert method_names(tmp_path) == ["meshpose", "densereg", "alpha", "zeta"]
 
 
