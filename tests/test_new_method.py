@@ -14,7 +14,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import densehmr.evaluate
-import densehmr.studies.common
 import densehmr.train
 from densehmr.methods.registry import LEADING, MethodConfigError, method_class, method_names, method_target
 
@@ -96,7 +95,6 @@ def toy(tmp_path, monkeypatch) -> Path:
     (code / "toy_method.py").write_text(textwrap.dedent(TOY_MODULE))
     monkeypatch.syspath_prepend(str(code))
     monkeypatch.setattr(densehmr.train, "CONFIG_DIR", str(configs))
-    monkeypatch.setattr(densehmr.studies.common, "CONFIG_DIR", str(configs))
     monkeypatch.setattr(densehmr.evaluate, "CONFIG_DIR", str(configs))
     return configs
 

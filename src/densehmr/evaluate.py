@@ -23,7 +23,7 @@ from densehmr.runs import (
     ConfigError,
     build_datamodule,
     build_method,
-    default_config,
+    compose_train,
     intra_op_threads,
     saved_run_config,
     write_metrics,
@@ -62,10 +62,11 @@ def evaluation_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     saved = ckpt.parent.parent / "config.yaml"
     if ckpt.parent.name != "checkpoints" or not saved.is_file():
         return cfg
-    run = saved_run_config(saved)
+    default_cfg = compose_train([f"method={cfg.method.name}"])
+    run = saved_run_config(saved, default_cfg)
     if run.method.name != cfg.method.name:
         raise ConfigError(f"{ckpt} is a {run.method.name} checkpoint (its run's config.yaml), not {cfg.method.name}")
-    defaults = _flat(default_config(cfg.method.name))
+    defaults = _flat(default_cfg)
     given = _flat(cfg)
     for key in set(defaults) | set(given):
         if key.split(".")[0] in _OWN_KEYS or defaults.get(key, _ABSENT) == given.get(key, _ABSENT):

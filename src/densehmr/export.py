@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from densehmr.bench.methods import median_ms
 from densehmr.inference import ModelError, crop_person, load_method, read_image
 from densehmr.methods.base import BaseMethod
-from densehmr.methods.registry import default_config_dir, method_names
+from densehmr.methods.registry import method_names
 
 OPSET = 17
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,13 +240,9 @@ def untrained_method(method: str, overrides: list[str]) -> BaseMethod:
     """A freshly initialized method from the configs (for sizes and latency without a trained run), its
     BatchNorm statistics taken from the test images so that activations have a trained net's scale
     (with the initial statistics a deep net's outputs grow to ~1e5 and any comparison is meaningless)."""
-    from hydra import compose, initialize_config_dir
+    from densehmr.runs import build_method, compose_train
 
-    from densehmr.runs import build_method
-
-    with initialize_config_dir(config_dir=str(default_config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"method={method}", *overrides])
-    model = build_method(cfg)
+    model = build_method(compose_train([f"method={method}", *overrides]))
     images = real_inputs(model)
     if images is not None:
         calibrate_batchnorm(model, images)

@@ -216,7 +216,7 @@ def load_method(
     if not ckpt.is_file():
         raise ModelError(f"{ckpt}: no such checkpoint")
     run = Path(run) if run is not None else ckpt.resolve().parent.parent
-    from densehmr.runs import build_method, default_config, saved_run_config
+    from densehmr.runs import build_method, compose_train, saved_run_config
 
     cfg = saved_run_config(run / "config.yaml") if (run / "config.yaml").is_file() else None
     try:
@@ -231,7 +231,7 @@ def load_method(
         known = method_names()
         if method not in known:
             raise ModelError(f"{ckpt}: no run config beside it; name its method (one of {', '.join(known)})")
-        node = default_config(method).get(method)  # options the checkpoint predates: today's defaults
+        node = compose_train([f"method={method}"]).get(method)  # options the checkpoint predates: today's defaults
         options = OmegaConf.to_container(node, resolve=True) if node is not None else {}
         model = method_class(method)(**{**options, **state["hyper_parameters"]})
     model.load_state_dict(state["state_dict"])

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -48,26 +49,30 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     )
 
 
-def default_config(method: str) -> DictConfig:
-    """configs/train.yaml for `method` with no other override."""
+def compose_train(overrides: Sequence[str]) -> DictConfig:
+    """configs/train.yaml composed with `overrides`, as `python -m densehmr.train <overrides>` would; also
+    from inside a command already running under @hydra.main."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from densehmr.train import CONFIG_DIR  # train imports this module
+    from densehmr.train import CONFIG_DIR  # read at call time: train imports this module
 
-    if GlobalHydra.instance().is_initialized():  # under @hydra.main
-        return compose(config_name="train", overrides=[f"method={method}"])
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="train", overrides=list(overrides))
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=[f"method={method}"])
+        return compose(config_name="train", overrides=list(overrides))
 
 
-def saved_run_config(path: Path) -> DictConfig:
+def saved_run_config(path: Path, defaults: DictConfig | None = None) -> DictConfig:
     """A run's config.yaml, with the method options added since the run was made set to today's defaults
     (each option's default is the behaviour before it existed), so that older runs still build, evaluate
-    and resume; a note on stderr names those options."""
+    and resume; a note on stderr names those options. `defaults`: configs/train.yaml for the run's method,
+    when the caller has composed it already."""
     run = OmegaConf.load(path)
     name = run.method.name
-    current = default_config(name).get(name)
+    if defaults is None or defaults.method.name != name:
+        defaults = compose_train([f"method={name}"])
+    current = defaults.get(name)
     saved = run.get(name) or OmegaConf.create({})
     missing = [k for k in (current or {}) if k not in saved]
     if missing:

@@ -74,9 +74,7 @@ def compose_config(
 ) -> DictConfig:
     """The training config of `method` with `backbone` (no logger; None: the default or the experiment's),
     under configs/experiment/`experiment` when given (image_size overrides its crop)."""
-    from hydra import compose, initialize_config_dir
-
-    from densehmr.train import CONFIG_DIR
+    from densehmr.runs import compose_train
 
     overrides = [f"method={method}", "logger=none"]
     if backbone is not None:
@@ -85,8 +83,7 @@ def compose_config(
         overrides.append(f"experiment={experiment}")
     if image_size is not None:
         overrides.append(f"image_size=[{int(image_size[0])},{int(image_size[1])}]")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    return compose_train(overrides)
 
 
 def synchronize(device: torch.device) -> None:

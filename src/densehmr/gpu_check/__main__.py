@@ -16,7 +16,8 @@ from densehmr.gpu_check.forward import ForwardResult, compare_method
 from densehmr.gpu_check.renderer import check_renderer
 from densehmr.gpu_check.report import write_report
 from densehmr.gpu_check.settings import CheckSettings, dry_run, full_check
-from densehmr.gpu_check.training import TrainResult, compose_check_config, end_distributed, train_method
+from densehmr.gpu_check.training import TrainResult, end_distributed, train_method
+from densehmr.runs import compose_train
 
 REPORT = Path("results/gpu_check.md")
 DRY_RUN_REPORT = Path("outputs/gpu_check/gpu_check_dry_run.md")
@@ -54,7 +55,7 @@ def make_data(settings: CheckSettings, root: Path) -> Path:
 
 
 def forward_config(method: str, settings: CheckSettings, data: Path):
-    return compose_check_config([
+    return compose_train([
         f"method={method}", f"experiment=paper_{method}", *settings.overrides, "logger=none",
         f"data.train.0.root={data / 'train'}", f"data.val.0.root={data / 'val'}", "data.num_workers=0",
         f"data.eval_batch_size={settings.forward_batch}",

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 
 from densehmr.gpu_check.settings import METHOD_TIME_LIMIT, CheckSettings
+from densehmr.runs import compose_train
 
 TIMING_FILE = "gpu_check_timing.json"
 
@@ -101,24 +102,15 @@ def train_overrides(method: str, settings: CheckSettings, data: Path, run_dir: P
     ]
 
 
-def compose_check_config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from densehmr.train import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
-
-
 def train_method(method: str, settings: CheckSettings, data: Path, out: Path) -> TrainResult:
     """Train `method`'s paper experiment for settings.steps steps in this process; never raises."""
     from densehmr.train import train
 
     run_dir = out / "runs" / method
     try:
-        base = compose_check_config([f"method={method}", f"experiment=paper_{method}", *settings.overrides])
+        base = compose_train([f"method={method}", f"experiment=paper_{method}", *settings.overrides])
         batch = int(base.method.batch_size)
-        cfg = compose_check_config(train_overrides(method, settings, data, run_dir, batch))
+        cfg = compose_train(train_overrides(method, settings, data, run_dir, batch))
         timer = {"_target_": f"{StepTimer.__module__}.StepTimer", "path": str(run_dir / TIMING_FILE),
                  "skip": settings.timing_skip}
         cfg.trainer_extra.callbacks = [timer]

@@ -16,17 +16,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from densehmr.files import atomic_write_bytes
+from densehmr.runs import compose_train
 from densehmr.train import CONFIG_DIR
 
 ROOT = Path(CONFIG_DIR).parent
-
-
-def compose_train(overrides: Sequence[str]) -> DictConfig:
-    """configs/train.yaml composed with `overrides`, as `python -m densehmr.train <overrides>` would."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
 
 
 def config_error(err: Exception) -> int:

@@ -219,12 +219,12 @@ def _provenance(name: str, data: Mapping) -> str:
         return f"results/{name}.json (missing)"
     settings = data.get("settings", {})
     trainer = settings.get("trainer", {})
-    budget = ", ".join(f"{k}={trainer[k]}" for k in ("max_steps", "max_time") if k in trainer)
-    if settings.get("max_steps"):
-        budget += "; steps " + ", ".join(f"{m} {n}" for m, n in settings["max_steps"].items())
+    budget = [", ".join(f"{k}={trainer[k]}" for k in ("max_steps", "max_time") if k in trainer)]
+    if settings.get("max_steps"):  # compare: each method's own steps
+        budget.append("steps " + ", ".join(f"{m} {n}" for m, n in settings["max_steps"].items()))
     seeds = settings.get("seeds")
     return (f"results/{name}.json (commit `{str(settings.get('git_commit', '?'))[:9]}`"
-            + (f"; {budget}" if budget else "") + (f"; seeds {seeds}" if seeds else "") + ")")
+            + "".join(f"; {b}" for b in budget if b) + (f"; seeds {seeds}" if seeds else "") + ")")
 
 
 def report(results: Mapping[str, Mapping]) -> str:
