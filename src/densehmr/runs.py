@@ -27,6 +27,7 @@ from densehmr.fault import (
     resume_finished_epochs,
 )
 from densehmr.files import atomic_write_bytes
+from densehmr.host_memory import RetainFreedMemory
 from densehmr.memory_format import ChannelsLast
 from densehmr.run_log import KeptRows
 
@@ -150,6 +151,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger) -> pl.Trainer:
                   PinnedThreads(intra_op_threads(cfg)), KeptRows(), LastMetrics()]
     if extra.get("channels_last", False):
         callbacks.append(ChannelsLast())
+    if extra.get("retain_freed_memory", False):
+        callbacks.append(RetainFreedMemory())
     callbacks += [instantiate(c) for c in extra.get("callbacks") or []]
     # Our train sampler replays an interrupted epoch (densehmr.fault), which this warning cannot know.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
