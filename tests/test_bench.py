@@ -94,6 +94,11 @@ def test_add_ratios_against_pymaf_at_the_same_backbone():
     assert r50["params_vs_pymaf"] == pytest.approx(0.25)
     assert r50["peak_fraction"] == pytest.approx(1.5 * 2.0 * 30.0 / 120.0)
     assert "throughput_vs_pymaf" not in methods["meshpose"]["mobilenet_v3_large"]  # no PyMAF there
+    assert "backbone_only_vs_pymaf" not in r50  # its backbone was not timed
+    r50["backbone_throughput_bs32_max"] = 45.0
+    methods["pymaf"]["resnet50"]["throughput_bs32_max"] = 15.0
+    add_ratios(methods)
+    assert r50["backbone_only_vs_pymaf"] == pytest.approx(3.0)  # against PyMAF's whole network
     assert methods["pymaf"]["resnet50"]["throughput_vs_pymaf"] == pytest.approx(1.0)
 
 
@@ -142,6 +147,27 @@ def test_measure_inference_keeps_the_faster_memory_format(slow: str):
     assert out["latency_ms_bs1"] < 30.0 <= out["throughput_batch"] * 1e3 / out["throughput_by_variant"][slow]
 
 
+class _SlowHead(nn.Module):
+    """A 1x1 conv `backbone` and a head that sleeps 30 ms per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.03)
+        return self.backbone(x)
+
+
+def test_measure_inference_times_the_backbone_alone():
+    settings = MethodSettings(warmup=0, latency_repeats=1, throughput_batch=2, throughput_repeats=2,
+                              matmul_size=64, memory_formats=("contiguous",), fold_bn=False, bf16=False)
+    out = measure_inference(_SlowHead(), (4, 4), settings)
+    assert out["throughput_bs32_max"] <= 2 / 0.03
+    assert out["backbone_throughput_bs32_max"] > 10 * out["throughput_bs32_max"]
+    assert "backbone_throughput_bs32_max" not in measure_inference(_SlowIn(torch.channels_last), (4, 4), settings)
+
+
 def test_target_bounds_include_equality_and_unmeasured_is_none():
     at_least = Target("t", 10.0, True, "x")
     at_most = Target("t", 10.0, False, "ms")
@@ -162,8 +188,10 @@ def test_method_targets():
     assert xs["value"] == pytest.approx(1.25) and xs["pass"] is False
     methods["meshpose"]["resnet50"]["throughput_bs32_max"] = 40.0  # judged on the fastest repeats
     methods["pymaf"]["resnet50"]["throughput_bs32_max"] = 20.0
+    methods["meshpose"]["resnet50"]["backbone_only_vs_pymaf"] = 2.25
     fastest = method_targets(methods)[0]
     assert fastest["value"] == pytest.approx(2.0) and "medians give 1.50" in fastest["note"]
+    assert fastest["note"].endswith("its backbone alone: 2.25")
     unmeasured = method_targets({"meshpose": {"resnet18": _entry(1.0, 1.0)}})
     assert [t["pass"] for t in unmeasured] == [None, None]
 
@@ -205,6 +233,18 @@ def test_markdown_report_has_machine_load_and_every_table():
     assert "| hard_raster | 60.00 | ms / image |" in text
     assert "**FAIL**" in text and "not measured" in text
     assert "- dct: no configs/method/dct.yaml, skipped" in text
+    assert "## Host memory" not in text  # nothing was measured both ways
+
+
+def test_markdown_report_compares_host_memory_where_measured_both_ways():
+    results = _results()
+    entry = results["methods"]["meshpose"]["resnet50"]
+    entry["throughput_bs32_max"] = 36.0
+    entry["glibc_default"] = {"throughput_bs32": 24.0, "throughput_bs32_max": 30.0, "latency_ms_bs1": 25.0,
+                              "train_step_ms": 125.0, "peak_mem_mb": 40.0}
+    text = render_markdown(results)
+    assert "## Host memory" in text
+    assert "| meshpose | resnet50 | 24.0 -> 30.0 | 1.20 | 125.0 -> 100.0 | 1.25 | 40 -> 50 |" in text
 
 
 def test_json_report_round_trips_and_requires_the_schema(tmp_path):

@@ -37,6 +37,7 @@ from densehmr.bench.papers import PAPER_SETTINGS, PaperSetting
 from densehmr.bench.report import write_report
 from densehmr.bench.stages import STAGE_ORDER, StageSettings, run_stages
 from densehmr.bench.targets import evaluate_targets
+from densehmr.host_memory import retain_freed_memory
 
 FULL_BACKBONES = ("resnet18", "resnet50", "mobilenet_v3_large", "hrnet_w32")
 QUICK_BACKBONES = ("mobilenet_v3_large",)
@@ -50,7 +51,9 @@ class BenchSettings:
     every backbone, plus the (method, backbone) pairs in `extra` whose method is measured.
     isolate: each (method, backbone) in a fresh process (peak memory needs it).
     papers: the papers' own settings, measured for inference only (their crops make a CPU training step
-    minutes long), at throughput batch `paper_batch`."""
+    minutes long), at throughput batch `paper_batch`.
+    host_memory_baseline: also measure every method at the first backbone without retaining freed host
+    memory (glibc's default; densehmr.host_memory), each in its own process: what retaining buys, in this run."""
 
     quick: bool = False
     methods: tuple[str, ...] | None = None
@@ -64,6 +67,7 @@ class BenchSettings:
     batch_images: int = 16  # synthetic images generated for the training batch when generation is not run
     papers: tuple[PaperSetting, ...] = PAPER_SETTINGS
     paper_batch: int = 8
+    host_memory_baseline: bool = True
 
     @classmethod
     def quick_preset(cls, **changes) -> BenchSettings:
@@ -142,6 +146,8 @@ def run_bench(
     device = {**describe_device(), "load_start": list(os.getloadavg())}
     if settings.method.threads:
         torch.set_num_threads(settings.method.threads)
+    if settings.method.retain_freed_memory:  # the stages measured here, as training runs them
+        retain_freed_memory()
     notes: list[str] = []
     body = load_body("open")
     methods = list(settings.methods) if settings.methods is not None else available_methods(CONFIG_DIR)
@@ -211,7 +217,37 @@ def _measure_methods(
             f"method {method} / {backbone}: {entry['latency_ms_bs1']:.1f} ms B1, "
             f"{entry['throughput_bs32']:.1f} img/s, train {entry['train_step_ms']:.0f} ms"
         )
+    if settings.host_memory_baseline and pairs:
+        _measure_glibc_default(out, settings, batches, notes, log)
     return out
+
+
+GLIBC_DEFAULT_KEYS = ("throughput_bs32", "throughput_bs32_max", "latency_ms_bs1", "train_step_ms", "peak_mem_mb")
+
+
+def _measure_glibc_default(
+    out: dict[str, dict[str, dict]], settings: BenchSettings, batches: dict, notes: list[str],
+    log: Callable[[str], None],
+) -> None:
+    """In place: each method's entry at the first backbone gains "glibc_default", GLIBC_DEFAULT_KEYS measured
+    again in a fresh process that returns freed memory to the system (glibc's default)."""
+    if not settings.isolate:
+        notes.append("host memory baseline: needs isolate (the setting cannot be undone in this process)")
+        return
+    backbone = settings.backbones[0]
+    default = replace(settings.method, retain_freed_memory=False)
+    for method, per_backbone in out.items():
+        if backbone not in per_backbone:
+            continue
+        log(f"method {method} / {backbone}, glibc's default allocation ...")
+        batch = batches[_training_shape(method, backbone, settings)[0]]
+        try:
+            entry = measure_isolated(method, backbone, batch, default)
+        except Exception as err:  # noqa: BLE001
+            notes.append(f"{method}/{backbone} at glibc's default: failed, {type(err).__name__}: {err}"
+                         .splitlines()[0])
+            continue
+        per_backbone[backbone]["glibc_default"] = {key: entry[key] for key in GLIBC_DEFAULT_KEYS}
 
 
 def _measure_papers(settings: BenchSettings, notes: list[str], log: Callable[[str], None]) -> list[dict]:

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from densehmr.body.assets import Body
+from densehmr.host_memory import retain_freed_memory
 from densehmr.methods.registry import method_names
 from densehmr.nn.fuse import fuse_conv_bn, outputs_close
 
@@ -44,6 +45,8 @@ class MethodSettings:
     fold_bn: also time an inference copy with BatchNorm folded into the convolutions.
     bf16: also time the batched forward under bfloat16 autocast, where the device computes bfloat16
     natively (CPUs with AVX512-BF16 or AMX, CUDA devices that support it).
+    retain_freed_memory: measure in a process that keeps freed host memory, as training runs do
+    (densehmr.host_memory; process-wide: measure without it in a fresh process).
     """
 
     device: str = "cpu"
@@ -59,6 +62,7 @@ class MethodSettings:
     memory_formats: tuple[str, ...] = ("contiguous", "channels_last")
     fold_bn: bool = True
     bf16: bool = True
+    retain_freed_memory: bool = True
 
 
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -234,9 +238,10 @@ def measure_inference(model: nn.Module, image_size: Sequence[int], settings: Met
     (pairs folded), throughput_by_variant (median images/s of each) and, from the fastest variant
     (`variant`, `memory_format`, `folded`): latency_ms_bs1 (median; _min the fastest), throughput_bs32
     (images/s at settings.throughput_batch from the median time; _max from the fastest), gflops_per_s
-    (_max); with bf16: throughput_bs32_bf16 (_max) and gflops_per_s_bf16_max of that variant under
-    bfloat16 autocast. matmul_gflops (float32, and matmul_gflops_bf16 with bf16) is the device's
-    practical peak measured right after, under the same load.
+    (_max); backbone_throughput_bs32_max (its `backbone` alone, where it has one: what no head can beat);
+    with bf16: throughput_bs32_bf16 (_max) and gflops_per_s_bf16_max of that variant under bfloat16 autocast.
+    matmul_gflops (float32, and matmul_gflops_bf16 with bf16) is the device's practical peak measured right
+    after, under the same load.
     """
     device = torch.device(settings.device)
     h, w = (int(s) for s in image_size)
@@ -275,6 +280,12 @@ def measure_inference(model: nn.Module, image_size: Sequence[int], settings: Met
         time_variant(kept[fastest()][0], model, False)
     best = fastest()
     fmt_name, net, is_folded = kept[best]
+    backbone = getattr(net, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        batch = many.contiguous(memory_format=MEMORY_FORMATS[fmt_name])
+        with torch.no_grad():
+            backbone_ms = times_ms(lambda: backbone(batch), settings.throughput_repeats, settings.warmup, device)
+        result["backbone_throughput_bs32_max"] = settings.throughput_batch * 1e3 / min(backbone_ms)
     bf16 = settings.bf16 and native_bf16(device)
     if bf16:
         batch = many.contiguous(memory_format=MEMORY_FORMATS[fmt_name])
@@ -306,6 +317,13 @@ def measure_inference(model: nn.Module, image_size: Sequence[int], settings: Met
     return result
 
 
+def _process_settings(settings: MethodSettings) -> None:
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    if settings.retain_freed_memory:
+        retain_freed_memory()
+
+
 def measure_method(method: str, backbone: str, batch: Mapping, settings: MethodSettings) -> dict:
     """`measure_inference` of one configured model, plus its training step: train_step_ms (median of
     forward + weighted loss + backward at `train_batch`, float32, contiguous) and peak_mem_mb (what
@@ -315,8 +333,7 @@ def measure_method(method: str, backbone: str, batch: Mapping, settings: MethodS
     """
     from densehmr.runs import build_method
 
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    _process_settings(settings)
     device = torch.device(settings.device)
     cfg = compose_config(method, backbone, settings.image_size)
     h, w = (int(s) for s in cfg.image_size)
@@ -343,8 +360,7 @@ def measure_paper_setting(method: str, experiment: str, settings: MethodSettings
     crop), with the backbone's name added."""
     from densehmr.runs import build_method
 
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    _process_settings(settings)
     cfg = compose_config(method, None, experiment=experiment)
     model = build_method(cfg).to(torch.device(settings.device))
     return {**measure_inference(model, cfg.image_size, settings), "backbone": str(cfg.backbone.name)}
@@ -374,7 +390,8 @@ def add_peak_fractions(entry: dict) -> None:
 
 def add_ratios(methods: dict[str, dict[str, dict]]) -> None:
     """In place: each entry's ratios against REFERENCE_METHOD at the same backbone (throughput_vs_pymaf,
-    speedup_bs1_vs_pymaf, params_vs_pymaf, gflops_vs_pymaf) and its `add_peak_fractions`. Also inside
+    speedup_bs1_vs_pymaf, params_vs_pymaf, gflops_vs_pymaf, backbone_only_vs_pymaf: its backbone alone
+    against the reference's whole network, fastest repeats) and its `add_peak_fractions`. Also inside
     each entry's "cuda" part."""
     for per_backbone in methods.values():
         for backbone, entry in per_backbone.items():
@@ -391,3 +408,8 @@ def add_ratios(methods: dict[str, dict[str, dict]]) -> None:
                 part["speedup_bs1_vs_pymaf"] = ref["latency_ms_bs1"] / part["latency_ms_bs1"]
                 part["params_vs_pymaf"] = part["params"] / ref["params"]
                 part["gflops_vs_pymaf"] = part["gflops"] / ref["gflops"]
+                if "backbone_throughput_bs32_max" in part:
+                    # The ratio at heads that cost nothing: the ceiling of any head at this backbone.
+                    part["backbone_only_vs_pymaf"] = (
+                        part["backbone_throughput_bs32_max"] / ref.get("throughput_bs32_max", ref["throughput_bs32"])
+                    )

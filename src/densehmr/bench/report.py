@@ -7,7 +7,8 @@ The results dict (what `densehmr.bench.run_bench` returns and bench.json holds):
             same in bfloat16 where the CPU has it natively;
   methods:  method -> backbone -> {params, gflops, latency_ms_bs1, throughput_bs32, train_step_ms,
             peak_mem_mb, gflops_per_s, peak_fraction, variant, throughput_by_variant,
-            [throughput_bs32_bf16, peak_fraction_bf16,] *_vs_pymaf, ...[, cuda: {the same on CUDA}]};
+            [throughput_bs32_bf16, peak_fraction_bf16,] *_vs_pymaf, ...[, cuda: {the same on CUDA}]
+            [, glibc_default: {the same keys measured without retained host memory}]};
   papers:   [{method, experiment, figures (the paper's reported speeds), missing, and the inference
             measurements above}];
   stages:   name -> {value, unit, ...};
@@ -150,6 +151,40 @@ def methods_lines(results: Mapping) -> list[str]:
     return lines
 
 
+def host_memory_lines(methods: Mapping) -> list[str]:
+    """Each entry measured both ways (its "glibc_default" part): retained freed memory against glibc's
+    default, with a blank line after; nothing when none was."""
+    rows = []
+    for method, per_backbone in methods.items():
+        for backbone, entry in per_backbone.items():
+            default = entry.get("glibc_default")
+            if not default:
+                continue
+            rows.append([
+                method, backbone,
+                f"{_num(default['throughput_bs32'])} -> {_num(entry['throughput_bs32'])}",
+                _num(entry["throughput_bs32_max"] / default["throughput_bs32_max"], 2),
+                f"{_num(default['train_step_ms'])} -> {_num(entry['train_step_ms'])}",
+                _num(default["train_step_ms"] / entry["train_step_ms"], 2),
+                f"{_num(default['peak_mem_mb'], 0)} -> {_num(entry['peak_mem_mb'], 0)}",
+            ])
+    if not rows:
+        return []
+    header = ["method", "backbone", "throughput B32 (img/s)", "x (fastest repeats)", "train step (ms)",
+              "x (medians)", "peak mem of a step (MB)"]
+    return [
+        "## Host memory",
+        "",
+        "Each model measured twice, each time in a fresh process: with glibc's default allocation (every large "
+        "tensor a fresh mmap, unmapped when freed, so its pages are faulted in and zeroed again at every "
+        "forward) and then retaining freed memory, as training runs do (`trainer_extra.retain_freed_memory`, "
+        "densehmr.host_memory). Float32 figures as in the table above.",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
 PAPER_HEADER = [
     "method", "setting", "backbone", "crop", "params (M)", "GFLOPs / image", "latency B1 (ms)",
     "throughput (img/s)", "of matmul peak", "bf16 img/s", "of bf16 matmul peak", "the paper reports",
@@ -216,6 +251,7 @@ def render_markdown(results: Mapping) -> str:
         "",
         *methods_lines(results),
         "",
+        *host_memory_lines(results.get("methods", {})),
         *papers_lines(results.get("papers", [])),
         *stages_lines(results.get("stages", {})),
         "",
