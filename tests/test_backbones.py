@@ -228,3 +228,28 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path) -> None:
 
 class _Opaque:
     """A non-tensor object, as training frameworks leave in checkpoint metadata."""
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v3_large", "mobilenet_v2", "hrnet_w32"])
+def test_fewer_stages_load_full_checkpoints_and_drop_the_stride_32_level(name: str, tmp_path):
+    torch.manual_seed(0)
+    full = build_backbone(name).eval()
+    torch.save(full.state_dict(), tmp_path / "full.pt")
+    cut = build_backbone(name, weights=tmp_path / "full.pt", num_stages=3).eval()
+    assert cut.out_channels == CHANNELS[name][:3] and cut.out_strides == [4, 8, 16]
+    assert sum(p.numel() for p in cut.parameters()) < sum(p.numel() for p in full.parameters())
+    image = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        levels, full_levels = cut(image), full(image)
+    expected = [(c, 64 // s, 64 // s) for c, s in zip(CHANNELS[name][:3], [4, 8, 16], strict=True)]
+    assert [tuple(t.shape[1:]) for t in levels] == expected
+    if not name.startswith("hrnet"):  # a chain: its first levels are the full network's (HRNet's are fused later)
+        for got, want in zip(levels, full_levels[:3], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_backbone_refuses_stage_counts_it_cannot_build():
+    with pytest.raises(ValueError, match="num_stages"):
+        build_backbone("resnet18", num_stages=5)
+    with pytest.raises(ValueError, match="classifier needs all 4 stages"):
+        build_backbone("mobilenet_v3_large", num_stages=3, classifier=True)

@@ -41,7 +41,7 @@ from densehmr.methods.base import BaseMethod, Prediction, Targets
 from densehmr.metrics.densepose_ap import GT_MASK
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.lifting import LiftingHead
-from densehmr.nn.heads.vertexpose import MaskHead, StrideFourNeck, VertexPoseHead
+from densehmr.nn.heads.vertexpose import NECKS, MaskHead, StrideFourNeck, VertexPoseHead
 from densehmr.render import screen_to_iuv, soft_silhouette
 from densehmr.render.cameras import crop_intrinsics
 from densehmr.viz.iuv import denormalize_image, iuv_to_rgb, side_by_side
@@ -79,7 +79,7 @@ class MeshPose(BaseMethod):
         self,
         backbone: Mapping,
         *,
-        neck_channels: int, gain: float, learn_gain: bool,  # VertexPose
+        neck: str, neck_channels: int, gain: float, learn_gain: bool,  # VertexPose
         lifting_hidden: int, lifting_bins: int,  # the regression branch and what it reaches
         x_range: tuple[float, float], y_range: tuple[float, float], z_range: tuple[float, float],
         uv_decoding: str, decode_upsample: int,  # VertexPose's DensePose
@@ -98,6 +98,8 @@ class MeshPose(BaseMethod):
             raise ValueError(
                 f"meshpose.visibility_labels must be one of {VISIBILITY_LABELS}, got {visibility_labels!r}"
             )
+        if neck not in NECKS:
+            raise ValueError(f"meshpose.neck must be one of {tuple(NECKS)}, got {neck!r}")
         if metric_scale not in ("template", "gt_root"):
             raise ValueError(f"meshpose.metric_scale must be 'template' or 'gt_root', got {metric_scale!r}")
         self.save_hyperparameters()
@@ -105,11 +107,11 @@ class MeshPose(BaseMethod):
         num_low = low.num_vertices
 
         self.backbone = build_backbone(**backbone)
-        self.neck = StrideFourNeck(self.backbone.out_channels, neck_channels)
+        self.neck = StrideFourNeck(self.backbone.out_channels, neck_channels, neck)
         self.vertexpose = VertexPoseHead(
             neck_channels, num_low, stride=self.backbone.out_strides[0], gain=gain, learn_gain=learn_gain
         )
-        self.mask_head = MaskHead(neck_channels)
+        self.mask_head = MaskHead(neck_channels, kind=neck)
         self.lifting = LiftingHead(
             neck_channels + self.backbone.out_channels[-1], num_low, self.image_size,
             hidden=lifting_hidden, bins=lifting_bins, x_range=x_range, y_range=y_range, z_range=z_range,

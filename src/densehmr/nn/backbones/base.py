@@ -14,10 +14,19 @@ class Backbone(nn.Module):
     norm_eval: keep every BatchNorm in eval mode while training, so its running statistics stay those
     of the pretrained weights (useful for the small per-GPU batches of dense heads).
     head_prefixes: state-dict prefixes of the classification heads found in published checkpoints of
-    this architecture; load_backbone_weights drops them when the model does not have them.
+    this architecture; load_backbone_weights drops them when the model does not have them. A backbone
+    built with fewer stages (num_stages < 4: no stride-32 level, for light heads) adds the prefixes of
+    the stages it leaves out, so that full checkpoints load into it.
     """
 
     head_prefixes: tuple[str, ...] = ()
+    STAGES = (2, 3, 4)  # num_stages a backbone can be built with: outputs at strides 4 .. 4 * 2^(n - 1)
+
+    @classmethod
+    def check_stages(cls, num_stages: int) -> int:
+        if num_stages not in cls.STAGES:
+            raise ValueError(f"backbone.num_stages must be one of {cls.STAGES}, got {num_stages!r}")
+        return num_stages
 
     def __init__(self, out_channels: list[int], out_strides: list[int], norm_eval: bool = False) -> None:
         super().__init__()

@@ -94,7 +94,8 @@ def transition(in_channels: list[int], out_channels: list[int]) -> nn.ModuleList
 
 
 class HRNet(Backbone):
-    """HRNet-W{width}; returns its 4 branch outputs at strides 4, 8, 16, 32, widths [W, 2W, 4W, 8W].
+    """HRNet-W{width}; returns its 4 branch outputs at strides 4, 8, 16, 32, widths [W, 2W, 4W, 8W]
+    (num_stages < 4: the network up to stage num_stages, num_stages branches).
 
     pose_layout: build the last module as the pose network does (fusion into the stride-4 branch only),
     so the official pose checkpoints (pose_hrnet_w32_256x192.pth, ...) load; the three coarser outputs
@@ -103,9 +104,12 @@ class HRNet(Backbone):
 
     head_prefixes = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
 
-    def __init__(self, width: int, pose_layout: bool = False, norm_eval: bool = False) -> None:
-        channels = [width * 2**i for i in range(4)]
-        super().__init__(channels, [4, 8, 16, 32], norm_eval)
+    def __init__(self, width: int, pose_layout: bool = False, norm_eval: bool = False, num_stages: int = 4) -> None:
+        channels = [width * 2**i for i in range(self.check_stages(num_stages))]
+        super().__init__(channels, [4, 8, 16, 32][:num_stages], norm_eval)
+        self.head_prefixes = (
+            *self.head_prefixes, *(p for k in range(num_stages + 1, 5) for p in (f"transition{k - 1}.", f"stage{k}."))
+        )
         self.conv1 = conv3x3(3, 64, stride=2)
         self.bn1 = nn.BatchNorm2d(64)
         self.conv2 = conv3x3(64, 64, stride=2)
@@ -113,7 +117,7 @@ class HRNet(Backbone):
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = residual_stage(Bottleneck, 64, 64, 4, stride=1)
         previous = [64 * Bottleneck.expansion]
-        for stage, num_modules in enumerate(_MODULES_PER_STAGE, start=2):
+        for stage, num_modules in enumerate(_MODULES_PER_STAGE[: num_stages - 1], start=2):
             current = channels[:stage]
             # The pose network's very last module fuses into the stride-4 branch only.
             partial_fuse = [pose_layout and stage == 4 and m == num_modules - 1 for m in range(num_modules)]
@@ -135,9 +139,8 @@ class HRNet(Backbone):
         """(B, 3, H, W) -> [(B, W, H/4, W/4), (B, 2W, H/8, ...), (B, 4W, H/16, ...), (B, 8W, H/32, ...)]."""
         x = self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
         features = [self.layer1(x)]
-        for transition_layers, stage in (
-            (self.transition1, self.stage2), (self.transition2, self.stage3), (self.transition3, self.stage4)
-        ):
+        for index in range(1, len(self.out_channels)):
+            transition_layers, stage = getattr(self, f"transition{index}"), getattr(self, f"stage{index + 1}")
             inputs = []
             for i, layer in enumerate(transition_layers):
                 source = features[min(i, len(features) - 1)]

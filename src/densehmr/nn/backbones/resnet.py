@@ -99,15 +99,19 @@ class ResNet(Backbone):
         classifier: bool = False,
         norm_eval: bool = False,
         zero_init_residual: bool = False,
+        num_stages: int = 4,
     ) -> None:
-        widths = [64, 128, 256, 512]
-        super().__init__([w * block.expansion for w in widths], [4, 8, 16, 32], norm_eval)
+        widths = [64, 128, 256, 512][: self.check_stages(num_stages)]
+        if classifier and num_stages < 4:
+            raise ValueError("a ResNet classifier needs all 4 stages (num_stages=4)")
+        super().__init__([w * block.expansion for w in widths], [4, 8, 16, 32][:num_stages], norm_eval)
+        self.head_prefixes = (*self.head_prefixes, *(f"layer{i + 1}." for i in range(num_stages, 4)))
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         inplanes = 64
-        for index, (planes, num_blocks) in enumerate(zip(widths, layers, strict=True)):
+        for index, (planes, num_blocks) in enumerate(zip(widths, layers, strict=False)):
             stride = 1 if index == 0 else 2
             self.add_module(f"layer{index + 1}", residual_stage(block, inplanes, planes, num_blocks, stride))
             inplanes = planes * block.expansion
@@ -129,11 +133,11 @@ class ResNet(Backbone):
                     nn.init.zeros_(module.bn2.weight)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        """(B, 3, H, W) -> [layer1 (B, C1, H/4, W/4), ..., layer4 (B, C4, H/32, W/32)]."""
+        """(B, 3, H, W) -> [layer1 (B, C1, H/4, W/4), ..., layer4 (B, C4, H/32, W/32)] (num_stages of them)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         features = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
+        for index in range(len(self.out_channels)):
+            x = getattr(self, f"layer{index + 1}")(x)
             features.append(x)
         return features
 

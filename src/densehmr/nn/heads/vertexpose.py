@@ -1,9 +1,10 @@
 """VertexPose (MeshPose's 2D branch): one heatmap per low-poly vertex at stride 4, and a foreground mask.
 
-Backbone levels (strides 4, 8, 16, 32) are fused into one stride-4 map by `StrideFourNeck` (HRNet's
+Backbone levels (strides 4, 8, 16[, 32]) are fused into one stride-4 map by `StrideFourNeck` (HRNet's
 highest branch plays that part in the official model); a 1x1 conv gives the vertex heatmaps, whose
 2D soft-argmax with a gain (official 10, optionally learned) places each vertex, and a small conv
-stack gives the person mask that VertexPose's DensePose uses for foreground.
+stack gives the person mask that VertexPose's DensePose uses for foreground. The neck's and the mask
+head's 3x3 convolutions are full or depthwise-separable (`NECKS`; separable: MeshPose light).
 """
 
 from __future__ import annotations
@@ -25,16 +26,31 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> n
     )
 
 
+def separable_conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Depthwise 3x3 + BN + ReLU, then 1x1 + BN + ReLU: a 3x3 conv_bn_relu's receptive field at
+    1/9 + 1/out_channels of its multiply-adds (MobileNet's factorization)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+        nn.BatchNorm2d(in_channels),
+        nn.ReLU(inplace=True),
+        *conv_bn_relu(in_channels, out_channels, kernel_size=1),
+    )
+
+
+NECKS = {"standard": conv_bn_relu, "separable": separable_conv_bn_relu}
+
+
 class StrideFourNeck(nn.Module):
-    """Sum of 1x1-projected levels upsampled to the first (stride-4) level, then a 3x3 conv.
+    """Sum of 1x1-projected levels upsampled to the first (stride-4) level, then a 3x3 conv (`kind`: full or
+    separable, NECKS).
 
     Input: list of (B, in_channels[k], H_k, W_k); output (B, channels, H_0, W_0).
     """
 
-    def __init__(self, in_channels: list[int], channels: int) -> None:
+    def __init__(self, in_channels: list[int], channels: int, kind: str = "standard") -> None:
         super().__init__()
         self.lateral = nn.ModuleList([nn.Conv2d(c, channels, 1) for c in in_channels])
-        self.fuse = conv_bn_relu(channels, channels)
+        self.fuse = NECKS[kind](channels, channels)
         self.out_channels = channels
 
     def forward(self, levels: list[Tensor]) -> Tensor:
@@ -79,11 +95,11 @@ class VertexPoseHead(nn.Module):
 
 
 class MaskHead(nn.Module):
-    """Foreground logits (B, 1, h, w) from features (B, C, h, w)."""
+    """Foreground logits (B, 1, h, w) from features (B, C, h, w); `kind`: its 3x3 conv, full or separable."""
 
-    def __init__(self, in_channels: int, hidden: int = 64) -> None:
+    def __init__(self, in_channels: int, hidden: int = 64, kind: str = "standard") -> None:
         super().__init__()
-        self.body = nn.Sequential(conv_bn_relu(in_channels, hidden), nn.Conv2d(hidden, 1, 1))
+        self.body = nn.Sequential(NECKS[kind](in_channels, hidden), nn.Conv2d(hidden, 1, 1))
 
     def forward(self, features: Tensor) -> Tensor:
         return self.body(features)
