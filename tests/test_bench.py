@@ -194,6 +194,24 @@ def test_method_targets():
     assert fastest["note"].endswith("its backbone alone: 2.25")
     unmeasured = method_targets({"meshpose": {"resnet18": _entry(1.0, 1.0)}})
     assert [t["pass"] for t in unmeasured] == [None, None]
+    methods["meshpose_light"] = {"resnet50": _entry(36.0, 1.0), "mobilenet_v3_large": _entry(70.0, 1.0)}
+    light = {t["name"]: t for t in method_targets(methods)}
+    assert light["MeshPose light / PyMAF throughput, resnet50"]["value"] == pytest.approx(36.0 / 20.0)
+    assert light["MeshPose-XS light (mobilenet_v3_large) / PyMAF-R50 throughput"]["pass"] is True  # 3.5x
+    assert "MeshPose / PyMAF throughput, resnet50" in light  # the default's rows stay
+
+
+def test_the_bench_measures_each_variant_with_every_backbone():
+    from densehmr.bench import VARIANTS, Job, _jobs
+
+    settings = BenchSettings(backbones=("resnet18", "mobilenet_v3_large"))
+    jobs = _jobs(["meshpose", "pymaf"], settings)
+    assert Job("pymaf", "pymaf", "resnet50") in jobs  # MeshPose-XS's reference
+    (light,) = VARIANTS
+    assert [j for j in jobs if j.name == light.name] == [
+        Job(light.name, "meshpose", b, light.experiment) for b in ("resnet18", "mobilenet_v3_large")
+    ]
+    assert not any(j.experiment for j in _jobs(["pymaf"], settings))  # a variant of an unmeasured method
 
 
 def test_stage_targets_judge_only_the_targets_settings():

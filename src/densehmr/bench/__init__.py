@@ -46,9 +46,32 @@ XS_REFERENCE = (("pymaf", "resnet50"),)
 
 
 @dataclass(frozen=True)
+class Variant:
+    """`method` under configs/experiment/`experiment`, benched at every backbone under the name `name`."""
+
+    name: str
+    method: str
+    experiment: str
+
+
+VARIANTS = (Variant("meshpose_light", "meshpose", "meshpose_light"),)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One network to measure: results key `name`, built from `method` (under `experiment`) with `backbone`."""
+
+    name: str
+    method: str
+    backbone: str
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
 class BenchSettings:
     """One bench run: every method (None: every config under configs/method/, in the registry's order) with
-    every backbone, plus the (method, backbone) pairs in `extra` whose method is measured.
+    every backbone, plus the (method, backbone) pairs in `extra` whose method is measured, plus each of
+    `variants` whose method is measured, with every backbone.
     isolate: each (method, backbone) in a fresh process (peak memory needs it).
     papers: the papers' own settings, measured for inference only (their crops make a CPU training step
     minutes long), at throughput batch `paper_batch`.
@@ -59,6 +82,7 @@ class BenchSettings:
     methods: tuple[str, ...] | None = None
     backbones: tuple[str, ...] = FULL_BACKBONES
     extra: tuple[tuple[str, str], ...] = XS_REFERENCE
+    variants: tuple[Variant, ...] = VARIANTS
     stages: tuple[str, ...] = STAGE_ORDER
     method: MethodSettings = field(default_factory=MethodSettings)
     stage: StageSettings = field(default_factory=StageSettings)
@@ -114,14 +138,23 @@ def describe_device() -> dict:
     }
 
 
-def _training_shape(method: str, backbone: str, settings: BenchSettings) -> tuple[tuple[int, int], int]:
-    """(crop (H, W), training batch size) of `method` as configured and overridden by settings.method."""
-    cfg = compose_config(method, backbone, settings.method.image_size)
+def _jobs(methods: Sequence[str], settings: BenchSettings) -> list[Job]:
+    """Every method with every backbone, then settings.extra's pairs and the variants of measured methods."""
+    jobs = [Job(m, m, b) for m in methods for b in settings.backbones]
+    jobs += [Job(m, m, b) for m, b in settings.extra if m in methods and Job(m, m, b) not in jobs]
+    jobs += [Job(v.name, v.method, b, v.experiment) for v in settings.variants if v.method in methods
+             for b in settings.backbones]
+    return jobs
+
+
+def _training_shape(job: Job, settings: BenchSettings) -> tuple[tuple[int, int], int]:
+    """(crop (H, W), training batch size) of the job's network as configured and overridden by settings.method."""
+    cfg = compose_config(job.method, job.backbone, settings.method.image_size, job.experiment)
     size = (int(cfg.image_size[0]), int(cfg.image_size[1]))
     return size, int(settings.method.train_batch or cfg.method.batch_size)
 
 
-def _batches(body, settings: BenchSettings, pairs: Sequence[tuple[str, str]], root: Path) -> dict:
+def _batches(body, settings: BenchSettings, jobs: Sequence[Job], root: Path) -> dict:
     """One training batch per crop size, as large as the largest training batch at that size, read from
     the synthetic split under `root` (generated here when the generation stage did not run)."""
     from datamodules.synthetic import generate
@@ -129,8 +162,8 @@ def _batches(body, settings: BenchSettings, pairs: Sequence[tuple[str, str]], ro
     if not (root / "densepose_train.json").exists():
         generate(root, "train", settings.batch_images, settings.stage.generation_size, 0, body=body, progress=False)
     need: dict[tuple[int, int], int] = {}
-    for method, backbone in pairs:
-        size, batch = _training_shape(method, backbone, settings)
+    for job in jobs:
+        size, batch = _training_shape(job, settings)
         need[size] = max(need.get(size, 0), batch)
     return {size: training_batch(body, root, size, n) for size, n in need.items()}
 
@@ -163,13 +196,12 @@ def run_bench(
         matmul["cuda"] = matmul_gflops(CUDA_MATMUL_SCALE * settings.method.matmul_size, device="cuda")
     log(f"matmul: {matmul}")
 
-    pairs = [(m, b) for m in methods for b in settings.backbones]
-    pairs += [p for p in settings.extra if p[0] in methods and p not in pairs]
+    jobs = _jobs(methods, settings)
     with tempfile.TemporaryDirectory(prefix="densehmr-bench-") as tmp:
         workdir = Path(tmp)
         stages = run_stages(body, settings.stage, workdir, settings.stages, cuda=settings.cuda, notes=notes, log=log)
-        batches = _batches(body, settings, pairs, workdir / "synthetic") if pairs else {}
-    results_methods = _measure_methods(pairs, settings, batches, notes, log)
+        batches = _batches(body, settings, jobs, workdir / "synthetic") if jobs else {}
+    results_methods = _measure_methods(jobs, settings, batches, notes, log)
     add_ratios(results_methods)
     papers = _measure_papers(settings, notes, log)
     device["load_end"] = list(os.getloadavg())
@@ -192,33 +224,38 @@ def run_bench(
 
 
 def _measure_methods(
-    pairs: Sequence[tuple[str, str]], settings: BenchSettings, batches: dict, notes: list[str],
-    log: Callable[[str], None],
+    jobs: Sequence[Job], settings: BenchSettings, batches: dict, notes: list[str], log: Callable[[str], None],
 ) -> dict[str, dict[str, dict]]:
-    """method -> backbone -> measurements (with a "cuda" part when settings.cuda); failures are noted."""
+    """name (a method or a variant) -> backbone -> measurements (with a "cuda" part when settings.cuda);
+    failures are noted."""
     measure = measure_isolated if settings.isolate else measure_method
     out: dict[str, dict[str, dict]] = {}
-    for method, backbone in pairs:
-        batch = batches[_training_shape(method, backbone, settings)[0]]
-        log(f"method {method} / {backbone} ...")
+    for job in jobs:
+        batch = batches[_training_shape(job, settings)[0]]
+        what = f"{job.name}/{job.backbone}"
+        log(f"method {what} ...")
         # One method that does not build or run must not hide the others.
         try:
-            entry = measure(method, backbone, batch, settings.method)
+            entry = measure(job.method, job.backbone, batch, settings.method, job.experiment)
         except Exception as err:  # noqa: BLE001
-            notes.append(f"{method}/{backbone}: failed, {type(err).__name__}: {err}".splitlines()[0])
+            notes.append(f"{what}: failed, {type(err).__name__}: {err}".splitlines()[0])
             continue
         if settings.cuda:
             try:
-                entry["cuda"] = measure(method, backbone, batch, replace(settings.method, device="cuda"))
+                entry["cuda"] = measure(job.method, job.backbone, batch, replace(settings.method, device="cuda"),
+                                        job.experiment)
             except Exception as err:  # noqa: BLE001
-                notes.append(f"{method}/{backbone} on CUDA: failed, {type(err).__name__}: {err}".splitlines()[0])
-        out.setdefault(method, {})[backbone] = entry
+                notes.append(f"{what} on CUDA: failed, {type(err).__name__}: {err}".splitlines()[0])
+        if job.experiment:
+            entry["experiment"] = job.experiment
+        out.setdefault(job.name, {})[job.backbone] = entry
         log(
-            f"method {method} / {backbone}: {entry['latency_ms_bs1']:.1f} ms B1, "
+            f"method {what}: {entry['latency_ms_bs1']:.1f} ms B1, "
             f"{entry['throughput_bs32']:.1f} img/s, train {entry['train_step_ms']:.0f} ms"
         )
-    if settings.host_memory_baseline and pairs:
-        _measure_glibc_default(out, settings, batches, notes, log)
+    if settings.host_memory_baseline and jobs:
+        first = [j for j in jobs if j.experiment is None and j.backbone == settings.backbones[0]]
+        _measure_glibc_default(out, first, settings, batches, notes, log)
     return out
 
 
@@ -226,28 +263,28 @@ GLIBC_DEFAULT_KEYS = ("throughput_bs32", "throughput_bs32_max", "latency_ms_bs1"
 
 
 def _measure_glibc_default(
-    out: dict[str, dict[str, dict]], settings: BenchSettings, batches: dict, notes: list[str],
-    log: Callable[[str], None],
+    out: dict[str, dict[str, dict]], jobs: Sequence[Job], settings: BenchSettings, batches: dict,
+    notes: list[str], log: Callable[[str], None],
 ) -> None:
-    """In place: each method's entry at the first backbone gains "glibc_default", GLIBC_DEFAULT_KEYS measured
-    again in a fresh process that returns freed memory to the system (glibc's default)."""
+    """In place: each job's entry gains "glibc_default", GLIBC_DEFAULT_KEYS measured again in a fresh process
+    that returns freed memory to the system (glibc's default)."""
     if not settings.isolate:
         notes.append("host memory baseline: needs isolate (the setting cannot be undone in this process)")
         return
-    backbone = settings.backbones[0]
     default = replace(settings.method, retain_freed_memory=False)
-    for method, per_backbone in out.items():
-        if backbone not in per_backbone:
+    for job in jobs:
+        entry = out.get(job.name, {}).get(job.backbone)
+        if entry is None:
             continue
-        log(f"method {method} / {backbone}, glibc's default allocation ...")
-        batch = batches[_training_shape(method, backbone, settings)[0]]
+        log(f"method {job.name}/{job.backbone}, glibc's default allocation ...")
+        batch = batches[_training_shape(job, settings)[0]]
         try:
-            entry = measure_isolated(method, backbone, batch, default)
+            measured = measure_isolated(job.method, job.backbone, batch, default, job.experiment)
         except Exception as err:  # noqa: BLE001
-            notes.append(f"{method}/{backbone} at glibc's default: failed, {type(err).__name__}: {err}"
+            notes.append(f"{job.name}/{job.backbone} at glibc's default: failed, {type(err).__name__}: {err}"
                          .splitlines()[0])
             continue
-        per_backbone[backbone]["glibc_default"] = {key: entry[key] for key in GLIBC_DEFAULT_KEYS}
+        entry["glibc_default"] = {key: measured[key] for key in GLIBC_DEFAULT_KEYS}
 
 
 def _measure_papers(settings: BenchSettings, notes: list[str], log: Callable[[str], None]) -> list[dict]:
@@ -276,4 +313,4 @@ def _measure_papers(settings: BenchSettings, notes: list[str], log: Callable[[st
     return out
 
 
-__all__ = ["BenchSettings", "describe_device", "run_bench"]
+__all__ = ["BenchSettings", "Variant", "describe_device", "run_bench"]

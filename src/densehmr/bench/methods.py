@@ -324,18 +324,21 @@ def _process_settings(settings: MethodSettings) -> None:
         retain_freed_memory()
 
 
-def measure_method(method: str, backbone: str, batch: Mapping, settings: MethodSettings) -> dict:
+def measure_method(
+    method: str, backbone: str, batch: Mapping, settings: MethodSettings, experiment: str | None = None
+) -> dict:
     """`measure_inference` of one configured model, plus its training step: train_step_ms (median of
     forward + weighted loss + backward at `train_batch`, float32, contiguous) and peak_mem_mb (what
     one training step adds).
 
     batch: a training batch (at least `train_batch` samples) at the crop size measured.
+    experiment: configs/experiment/`experiment` applied on top (the backbone stays `backbone`).
     """
     from densehmr.runs import build_method
 
     _process_settings(settings)
     device = torch.device(settings.device)
-    cfg = compose_config(method, backbone, settings.image_size)
+    cfg = compose_config(method, backbone, settings.image_size, experiment)
     h, w = (int(s) for s in cfg.image_size)
     if tuple(batch["image"].shape[-2:]) != (h, w):
         raise ValueError(f"batch crops {tuple(batch['image'].shape[-2:])} differ from the config's {(h, w)}")
@@ -373,9 +376,11 @@ def run_isolated(fn: Callable[..., T], *args) -> T:
         return pool.submit(fn, *args).result()
 
 
-def measure_isolated(method: str, backbone: str, batch: Mapping, settings: MethodSettings) -> dict:
+def measure_isolated(
+    method: str, backbone: str, batch: Mapping, settings: MethodSettings, experiment: str | None = None
+) -> dict:
     """`measure_method` in a fresh process, so that its peak memory is its own."""
-    return run_isolated(measure_method, method, backbone, dict(batch), settings)
+    return run_isolated(measure_method, method, backbone, dict(batch), settings, experiment)
 
 
 def add_peak_fractions(entry: dict) -> None:
