@@ -1,4 +1,4 @@
-"""Image backbones returning feature maps at strides 4, 8, 16, 32, built by name.
+"""Image backbones returning feature maps at strides 4, 8, 16, 32 (or the first of them), built by name.
 
 Parameter names follow torchvision (ResNet, MobileNet) and the official HRNet code, so published
 ImageNet / pose checkpoints load from a local path with load_backbone_weights.
@@ -33,7 +33,8 @@ def build_backbone(
     """Backbone `name` (a key of BACKBONES), loaded from the local checkpoint `weights` if given, else from the
     weights shipped with the package for `pretrained` ("synthetic": densehmr.pretrain's; "none": random init).
 
-    kwargs go to the constructor: norm_eval (all), classifier (ResNet, MobileNet), pose_layout (HRNet).
+    kwargs go to the constructor: norm_eval and num_stages (all; 3 leaves the stride-32 stage out), classifier
+    (ResNet, MobileNet), pose_layout (HRNet).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")

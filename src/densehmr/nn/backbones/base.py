@@ -23,9 +23,12 @@ class Backbone(nn.Module):
     STAGES = (2, 3, 4)  # num_stages a backbone can be built with: outputs at strides 4 .. 4 * 2^(n - 1)
 
     @classmethod
-    def check_stages(cls, num_stages: int) -> int:
+    def check_stages(cls, num_stages: int, classifier: bool = False) -> int:
+        """num_stages, if the backbone can be built with it (a classifier reads the stride-32 level)."""
         if num_stages not in cls.STAGES:
             raise ValueError(f"backbone.num_stages must be one of {cls.STAGES}, got {num_stages!r}")
+        if classifier and num_stages < 4:
+            raise ValueError(f"a {cls.__name__} classifier needs all 4 stages (num_stages=4)")
         return num_stages
 
     def __init__(self, out_channels: list[int], out_strides: list[int], norm_eval: bool = False) -> None:

@@ -152,11 +152,6 @@ class TappedFeatures(Backbone):
                 nn.init.zeros_(module.bias)
 
 
-def _check_classifier(classifier: bool, num_stages: int) -> None:
-    if classifier and num_stages < 4:
-        raise ValueError("a MobileNet classifier needs all 4 stages (num_stages=4)")
-
-
 # MobileNetV2 stages (expand ratio t, out channels c, repeats n, first stride s), from the paper.
 _V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
               (6, 320, 1, 1))
@@ -178,6 +173,7 @@ class MobileNetV2(TappedFeatures):
     """
 
     def __init__(self, classifier: bool = False, norm_eval: bool = False, num_stages: int = 4) -> None:
+        self.check_stages(num_stages, classifier)
         layers: list[nn.Module] = [ConvNormAct(3, 32, 3, nn.BatchNorm2d, nn.ReLU6, stride=2)]
         in_channels = 32
         for expand_ratio, out_channels, repeats, stride in _V2_STAGES:
@@ -187,7 +183,6 @@ class MobileNetV2(TappedFeatures):
                 in_channels = out_channels
         layers.append(ConvNormAct(in_channels, 1280, 1, nn.BatchNorm2d, nn.ReLU6))
         super().__init__(nn.Sequential(*layers), [3, 6, 13, 18], [24, 32, 96, 1280], norm_eval, num_stages)
-        _check_classifier(classifier, num_stages)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000)) if classifier else None
         self._init_weights()
 
@@ -200,6 +195,8 @@ class MobileNetV3Large(TappedFeatures):
     """
 
     def __init__(self, classifier: bool = False, norm_eval: bool = False, num_stages: int = 4) -> None:
+        self.check_stages(num_stages, classifier)
+
         def norm(channels: int) -> nn.BatchNorm2d:
             return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
@@ -207,7 +204,6 @@ class MobileNetV3Large(TappedFeatures):
         layers += [InvertedResidualV3(*config, norm=norm) for config in _V3_LARGE_BLOCKS]
         layers.append(ConvNormAct(160, 960, 1, norm, nn.Hardswish))
         super().__init__(nn.Sequential(*layers), [3, 6, 12, 16], [24, 40, 112, 960], norm_eval, num_stages)
-        _check_classifier(classifier, num_stages)
         self.classifier = (
             nn.Sequential(nn.Linear(960, 1280), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(1280, 1000))
             if classifier

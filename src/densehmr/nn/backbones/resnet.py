@@ -101,9 +101,7 @@ class ResNet(Backbone):
         zero_init_residual: bool = False,
         num_stages: int = 4,
     ) -> None:
-        widths = [64, 128, 256, 512][: self.check_stages(num_stages)]
-        if classifier and num_stages < 4:
-            raise ValueError("a ResNet classifier needs all 4 stages (num_stages=4)")
+        widths = [64, 128, 256, 512][: self.check_stages(num_stages, classifier)]
         super().__init__([w * block.expansion for w in widths], [4, 8, 16, 32][:num_stages], norm_eval)
         self.head_prefixes = (*self.head_prefixes, *(f"layer{i + 1}." for i in range(num_stages, 4)))
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
