@@ -252,6 +252,11 @@ def test_markdown_report_has_machine_load_and_every_table():
     assert "**FAIL**" in text and "not measured" in text
     assert "- dct: no configs/method/dct.yaml, skipped" in text
     assert "## Host memory" not in text  # nothing was measured both ways
+    assert "throughput option" not in text  # no MeshPose light rows to explain
+    results = _results()
+    results["methods"]["meshpose_light"] = {"resnet50": _entry(40.0, 10.0)}
+    results["targets"] = evaluate_targets(results["methods"], results["stages"])
+    assert "MeshPose light rows the throughput option" in render_markdown(results)
 
 
 def test_markdown_report_compares_host_memory_where_measured_both_ways():

@@ -236,7 +236,14 @@ def targets_lines(targets: list[Mapping]) -> list[str]:
         [t["name"], _num(t["value"], 2), f"{t['op']} {_num(t['target'], 1)}", verdict[t["pass"]], t.get("note", "")]
         for t in targets
     ]
-    return ["## Targets", ""] + _table(["target", "value", "bound", "result", "note"], rows)
+    intro = [
+        "The MeshPose rows judge the network as the paper builds it; the MeshPose light rows the throughput option "
+        "(`experiment=meshpose_light`: a 3-stage backbone, a separable 64-channel neck), its accuracy cost in "
+        "results/budget.md. \"Its backbone alone\": the ratio with heads that cost nothing, the ceiling of any "
+        "head on that backbone.",
+        "",
+    ] if any(t["name"].startswith("MeshPose light") for t in targets) else []
+    return ["## Targets", "", *intro] + _table(["target", "value", "bound", "result", "note"], rows)
 
 
 def render_markdown(results: Mapping) -> str:
