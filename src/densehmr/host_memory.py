@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 # mallopt's parameter numbers (glibc malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_NEVER_TRIM = 2**31 - 1  # mallopt takes an int; 2 GB of free heap top is left in place
+_NEVER_TRIM = 2**31 - 1  # the largest int mallopt takes: trimmed only once 2 GB at the heap top are free
 
 
 def retain_freed_memory() -> bool:
