@@ -154,18 +154,19 @@ def _training_shape(job: Job, settings: BenchSettings) -> tuple[tuple[int, int],
     return size, int(settings.method.train_batch or cfg.method.batch_size)
 
 
-def _batches(body, settings: BenchSettings, jobs: Sequence[Job], root: Path) -> dict:
-    """One training batch per crop size, as large as the largest training batch at that size, read from
-    the synthetic split under `root` (generated here when the generation stage did not run)."""
+def _batches(body, settings: BenchSettings, jobs: Sequence[Job], root: Path) -> dict[Job, dict]:
+    """Each job's training batch: one per crop size, as large as the largest training batch at that size, read
+    from the synthetic split under `root` (generated here when the generation stage did not run)."""
     from datamodules.synthetic import generate
 
     if not (root / "densepose_train.json").exists():
         generate(root, "train", settings.batch_images, settings.stage.generation_size, 0, body=body, progress=False)
+    shapes = {job: _training_shape(job, settings) for job in jobs}
     need: dict[tuple[int, int], int] = {}
-    for job in jobs:
-        size, batch = _training_shape(job, settings)
+    for size, batch in shapes.values():
         need[size] = max(need.get(size, 0), batch)
-    return {size: training_batch(body, root, size, n) for size, n in need.items()}
+    by_size = {size: training_batch(body, root, size, n) for size, n in need.items()}
+    return {job: by_size[size] for job, (size, _) in shapes.items()}
 
 
 def run_bench(
@@ -224,14 +225,15 @@ def run_bench(
 
 
 def _measure_methods(
-    jobs: Sequence[Job], settings: BenchSettings, batches: dict, notes: list[str], log: Callable[[str], None],
+    jobs: Sequence[Job], settings: BenchSettings, batches: dict[Job, dict], notes: list[str],
+    log: Callable[[str], None],
 ) -> dict[str, dict[str, dict]]:
     """name (a method or a variant) -> backbone -> measurements (with a "cuda" part when settings.cuda);
     failures are noted."""
     measure = measure_isolated if settings.isolate else measure_method
     out: dict[str, dict[str, dict]] = {}
     for job in jobs:
-        batch = batches[_training_shape(job, settings)[0]]
+        batch = batches[job]
         what = f"{job.name}/{job.backbone}"
         log(f"method {what} ...")
         # One method that does not build or run must not hide the others.
@@ -263,7 +265,7 @@ GLIBC_DEFAULT_KEYS = ("throughput_bs32", "throughput_bs32_max", "latency_ms_bs1"
 
 
 def _measure_glibc_default(
-    out: dict[str, dict[str, dict]], jobs: Sequence[Job], settings: BenchSettings, batches: dict,
+    out: dict[str, dict[str, dict]], jobs: Sequence[Job], settings: BenchSettings, batches: dict[Job, dict],
     notes: list[str], log: Callable[[str], None],
 ) -> None:
     """In place: each job's entry gains "glibc_default", GLIBC_DEFAULT_KEYS measured again in a fresh process
@@ -277,7 +279,7 @@ def _measure_glibc_default(
         if entry is None:
             continue
         log(f"method {job.name}/{job.backbone}, glibc's default allocation ...")
-        batch = batches[_training_shape(job, settings)[0]]
+        batch = batches[job]
         try:
             measured = measure_isolated(job.method, job.backbone, batch, default, job.experiment)
         except Exception as err:  # noqa: BLE001

@@ -114,10 +114,12 @@ class TappedFeatures(Backbone):
     head_prefixes = ("classifier.",)
 
     def __init__(
-        self, features: nn.Sequential, taps: list[int], out_channels: list[int], norm_eval: bool, num_stages: int = 4
+        self, features: nn.Sequential, taps: list[int], out_channels: list[int], norm_eval: bool,
+        num_stages: int = 4, classifier: bool = False,
     ) -> None:
-        """num_stages < 4: `features` cut after the last tap kept (its later layers are not built into the model)."""
-        taps, out_channels = taps[: self.check_stages(num_stages)], out_channels[:num_stages]
+        """num_stages < 4: `features` cut after the last tap kept (its later layers are not built into the model);
+        classifier: whether the subclass builds one (it needs every stage)."""
+        taps, out_channels = taps[: self.check_stages(num_stages, classifier)], out_channels[:num_stages]
         super().__init__(out_channels, [4, 8, 16, 32][:num_stages], norm_eval)
         self.head_prefixes = (*self.head_prefixes, *(f"features.{i}." for i in range(taps[-1] + 1, len(features))))
         self.features = features[: taps[-1] + 1]
@@ -173,7 +175,6 @@ class MobileNetV2(TappedFeatures):
     """
 
     def __init__(self, classifier: bool = False, norm_eval: bool = False, num_stages: int = 4) -> None:
-        self.check_stages(num_stages, classifier)
         layers: list[nn.Module] = [ConvNormAct(3, 32, 3, nn.BatchNorm2d, nn.ReLU6, stride=2)]
         in_channels = 32
         for expand_ratio, out_channels, repeats, stride in _V2_STAGES:
@@ -182,7 +183,7 @@ class MobileNetV2(TappedFeatures):
                                                  expand_ratio))
                 in_channels = out_channels
         layers.append(ConvNormAct(in_channels, 1280, 1, nn.BatchNorm2d, nn.ReLU6))
-        super().__init__(nn.Sequential(*layers), [3, 6, 13, 18], [24, 32, 96, 1280], norm_eval, num_stages)
+        super().__init__(nn.Sequential(*layers), [3, 6, 13, 18], [24, 32, 96, 1280], norm_eval, num_stages, classifier)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000)) if classifier else None
         self._init_weights()
 
@@ -195,15 +196,13 @@ class MobileNetV3Large(TappedFeatures):
     """
 
     def __init__(self, classifier: bool = False, norm_eval: bool = False, num_stages: int = 4) -> None:
-        self.check_stages(num_stages, classifier)
-
         def norm(channels: int) -> nn.BatchNorm2d:
             return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
         layers: list[nn.Module] = [ConvNormAct(3, 16, 3, norm, nn.Hardswish, stride=2)]
         layers += [InvertedResidualV3(*config, norm=norm) for config in _V3_LARGE_BLOCKS]
         layers.append(ConvNormAct(160, 960, 1, norm, nn.Hardswish))
-        super().__init__(nn.Sequential(*layers), [3, 6, 12, 16], [24, 40, 112, 960], norm_eval, num_stages)
+        super().__init__(nn.Sequential(*layers), [3, 6, 12, 16], [24, 40, 112, 960], norm_eval, num_stages, classifier)
         self.classifier = (
             nn.Sequential(nn.Linear(960, 1280), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(1280, 1000))
             if classifier

@@ -109,7 +109,7 @@ class ResNet(Backbone):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         inplanes = 64
-        for index, (planes, num_blocks) in enumerate(zip(widths, layers, strict=False)):
+        for index, (planes, num_blocks) in enumerate(zip(widths, layers[:num_stages], strict=True)):
             stride = 1 if index == 0 else 2
             self.add_module(f"layer{index + 1}", residual_stage(block, inplanes, planes, num_blocks, stride))
             inplanes = planes * block.expansion
