@@ -15,6 +15,7 @@ from torch import nn
 
 from densehmr.losses import densepose as dp_losses
 from densehmr.losses.densepose import (
+    area_fractions,
     coarse_segmentation_ce,
     part_cross_entropy,
     quantized_uv_losses,
@@ -166,17 +167,27 @@ def test_direct_and_quantized_charge_one_coordinate_error_alike(d):
     assert quantized.item() == pytest.approx(direct.item(), rel=1e-4)
 
 
-def test_coarse_segmentation_reads_labels_at_output_pixel_centres():
+def test_coarse_segmentation_targets_are_area_fractions():
     labels = torch.zeros(2, 4, 4, dtype=torch.long)
-    labels[0, 1, 1] = labels[0, 1, 3] = 1  # read by the 2 x 2 output at rows / cols 1, 3
-    labels[0, 0, 0] = 1  # between output pixel centres: not read
+    labels[0, :2, :2] = 1  # the top-left output pixel is all person
+    labels[0, 2, 2] = 1  # a quarter of the bottom-right one
     logits = torch.zeros(2, 2, 2, 2)
     logits[:, 1] = 1.5
     keep = torch.tensor([True, False])
-    # Two of four output pixels are person: mean of softplus(-1.5) and softplus(1.5).
-    expected = 0.5 * F.softplus(torch.tensor(-1.5)) + 0.5 * F.softplus(torch.tensor(1.5))
+    # Soft cross-entropy, hand-solved: p = sigmoid(1.5) everywhere; targets 1, 0, 0, 1/4.
+    person, background = F.softplus(torch.tensor(-1.5)), F.softplus(torch.tensor(1.5))
+    expected = (person + 2 * background + (0.25 * person + 0.75 * background)) / 4
     assert coarse_segmentation_ce(logits, labels, keep).item() == pytest.approx(expected.item(), rel=1e-6)
     assert coarse_segmentation_ce(logits, labels, torch.tensor([False, False])).item() == 0.0
+
+
+def test_area_fractions_do_not_shift_a_mask():
+    # A mask and its mirror image give mirrored targets: no half-pixel preference for either side.
+    labels = (torch.rand(1, 16, 16) > 0.5).long()
+    fractions = area_fractions(labels, 2, (8, 8))
+    mirrored = area_fractions(labels.flip(-1), 2, (8, 8))
+    torch.testing.assert_close(mirrored, fractions.flip(-1))
+    assert fractions[0, 1].mean().item() == pytest.approx(labels.float().mean().item(), abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- head
@@ -326,6 +337,14 @@ def test_ablated_term_is_not_computed(batch, targets, regression, monkeypatch):
         torch.testing.assert_close(all_terms[key], weighted[key])
 
 
+def _block_fractions(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Each class's share of every 2 x 2 block of (B, H, W) labels: (B, C, H/2, W/2), the coarse targets of
+    a head whose output is at half the crop's resolution."""
+    b, h, w = labels.shape
+    one_hot = F.one_hot(labels, num_classes).float().view(b, h // 2, 2, w // 2, 2, num_classes)
+    return one_hot.mean((2, 4)).permute(0, 3, 1, 2)
+
+
 def test_loss_terms_match_the_loss_functions(batch, targets):
     model = _method()
     out = model(batch["image"])
@@ -333,7 +352,7 @@ def test_loss_terms_match_the_loss_functions(batch, targets):
     valid = batch["dp_valid"]
     ce = dp_losses.part_cross_entropy(out["part_logits"], batch["dp_xy"], batch["dp_I"], valid, (64, 64))
     torch.testing.assert_close(terms["part_ce"], ce)
-    seg = F.cross_entropy(out["coarse_logits"], batch["mask"][:, 1::2, 1::2].long())
+    seg = F.cross_entropy(out["coarse_logits"], _block_fractions(batch["mask"].long(), 2))
     torch.testing.assert_close(terms["coarse_seg"], seg)
 
 
@@ -341,7 +360,7 @@ def test_coarse_parts_use_the_14_part_masks(batch, targets):
     model = _method(coarse_classes=15)
     out = model(batch["image"])
     assert out["coarse_logits"].shape[1] == 15
-    seg = F.cross_entropy(out["coarse_logits"], batch["mask_parts"][:, 1::2, 1::2])
+    seg = F.cross_entropy(out["coarse_logits"], _block_fractions(batch["mask_parts"], 15))
     torch.testing.assert_close(model.loss_terms(out, batch, targets)["coarse_seg"], seg)
 
 

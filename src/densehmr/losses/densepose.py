@@ -101,20 +101,21 @@ def quantized_uv_losses(
     return (ce_terms[0] + ce_terms[1]) / 2, _valid_sum(res_terms[0] + res_terms[1], valid)
 
 
-def pixel_centre_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
-    """Labels (B, H, W) read at the pixel centres of an (h, w) grid covering the same crop: (B, h, w)."""
-    big_h, big_w = labels.shape[-2:]
-    h, w = size
-    rows = ((torch.arange(h, device=labels.device) + 0.5) * big_h / h).floor().long().clamp(max=big_h - 1)
-    cols = ((torch.arange(w, device=labels.device) + 0.5) * big_w / w).floor().long().clamp(max=big_w - 1)
-    return labels[:, rows][:, :, cols]
+def area_fractions(labels: Tensor, num_classes: int, size: tuple[int, int]) -> Tensor:
+    """Each class's share of every output pixel (B, num_classes, h, w) float, from crop labels (B, H, W) long
+    on an (h, w) grid covering the same crop. At an even ratio an output pixel's centre falls on the
+    boundary between input pixels: reading one label there shifts the target by half an input pixel
+    (the mask learned at stride 2 sat half a crop pixel up and left of the truth, leaving boundary points
+    outside it); the fractions have no such tie."""
+    one_hot = F.one_hot(labels, num_classes).permute(0, 3, 1, 2).float()
+    return F.adaptive_avg_pool2d(one_hot, size)
 
 
 def coarse_segmentation_ce(logits: Tensor, labels: Tensor, keep: Tensor) -> Tensor:
     """Mean per-pixel cross-entropy of coarse logits (B, C, h, w) against crop labels (B, H, W) long
     (0 background; the person mask for C = 2, DensePose's 14 coarse parts for C = 15), over the
-    samples where keep (B,) is True."""
+    samples where keep (B,) is True; each output pixel's target is the classes' area fractions in it."""
     if not keep.any():
         return logits.sum() * 0.0
-    target = pixel_centre_labels(labels[keep].long(), logits.shape[-2:])
-    return F.cross_entropy(logits[keep], target)
+    target = area_fractions(labels[keep].long(), logits.shape[1], logits.shape[-2:])
+    return F.cross_entropy(logits[keep].float(), target)
