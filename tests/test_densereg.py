@@ -314,6 +314,23 @@ def test_predict_hand_solved(batch):
     assert pred.mask[..., :33].eq(1).all() and pred.mask[..., 33:].eq(0).all()
 
 
+@pytest.mark.parametrize("coarse_classes", [2, 15])
+def test_mask_threshold_on_the_person_probability(batch, coarse_classes):
+    h = w = 32
+    out = {"part_logits": torch.zeros(4, 25, h, w), "u": torch.zeros(4, 25, h, w), "v": torch.zeros(4, 25, h, w),
+           "coarse_logits": torch.zeros(4, coarse_classes, h, w)}
+    out["part_logits"][:, 5] = 1.0
+    # P(background) = 0.6 everywhere; the person's 0.4 is spread over the other classes.
+    person = torch.tensor(0.4 / (coarse_classes - 1))
+    out["coarse_logits"][:, 0] = torch.log(torch.tensor(0.6))
+    out["coarse_logits"][:, 1:] = torch.log(person)
+    preds = {t: _method(coarse_classes=coarse_classes, mask_threshold=t).predict(out, batch) for t in (None, 0.3, 0.5)}
+    assert preds[None].mask.eq(0).all() and preds[0.5].mask.eq(0).all()  # background is the arg-max; 0.4 < 0.5
+    assert preds[0.3].mask.eq(1).all() and preds[0.3].iuv[:, 0].eq(5).all()
+    with pytest.raises(ValueError, match="mask_threshold"):
+        _method(mask_threshold=1.0)
+
+
 @pytest.mark.parametrize("regression", ["direct", "quantized"])
 def test_ablated_term_is_not_computed(batch, targets, regression, monkeypatch):
     weights = {**WEIGHTS, "coarse_seg": 0.0}

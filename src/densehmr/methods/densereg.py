@@ -48,7 +48,7 @@ class DenseReg(BaseMethod):
         *,
         regression: str, num_bins: int, decode: str, smooth_l1_beta: float,  # U, V
         head_width: int, head_convs: int, head_norm: str, feature_stride: int, output_resolution: str,  # the head
-        coarse_classes: int, supervision: str,
+        coarse_classes: int, supervision: str, mask_threshold: float | None = None,
         **base,
     ) -> None:
         """backbone: the backbone group's node; the options: configs/method/densereg.yaml's `densereg` node;
@@ -64,9 +64,12 @@ class DenseReg(BaseMethod):
             raise ValueError(f"coarse_classes must be one of {COARSE_CLASSES}, got {coarse_classes}")
         if num_bins < 1:
             raise ValueError(f"num_bins must be positive, got {num_bins}")
+        if mask_threshold is not None and not 0.0 < mask_threshold < 1.0:
+            raise ValueError(f"mask_threshold must be null or in (0, 1), got {mask_threshold}")
         self.save_hyperparameters()
         self.regression, self.num_bins, self.decode_mode = regression, num_bins, decode
         self.coarse_classes, self.smooth_l1_beta, self.supervision = coarse_classes, smooth_l1_beta, supervision
+        self.mask_threshold = mask_threshold
 
         self.backbone = build_backbone(**backbone)
         parts = NUM_PARTS + 1
@@ -160,7 +163,8 @@ class DenseReg(BaseMethod):
 
     def predict(self, out: dict, batch: dict, targets: Targets | None = None) -> Prediction:
         """IUV (B, 3, H, W) at crop resolution: I = arg-max part where the coarse segmentation says
-        person (else 0), U, V of that part; mask (B, H, W) float, the coarse person segmentation."""
+        person (else 0), U, V of that part; mask (B, H, W) float, the coarse person segmentation: its
+        arg-max (DensePose-RCNN's rule) or, with `mask_threshold`, 1 - P(background) above it."""
         size = tuple(batch["image"].shape[-2:])
         u, v = self.decoded_uv(out)
         maps = torch.cat([out["part_logits"], out["coarse_logits"], u, v], 1)
@@ -168,7 +172,10 @@ class DenseReg(BaseMethod):
             maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
         parts = NUM_PARTS + 1
         part_logits, coarse, u, v = maps.split([parts, self.coarse_classes, parts, parts], 1)
-        person = coarse.argmax(1) > 0
+        if self.mask_threshold is None:
+            person = coarse.argmax(1) > 0
+        else:
+            person = 1.0 - coarse.float().softmax(1)[:, 0] > self.mask_threshold
         part = part_logits.argmax(1) * person
         index = part[:, None]
         fg = part > 0
