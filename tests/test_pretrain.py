@@ -42,12 +42,14 @@ def test_a_keypoint_on_a_cell_centre_peaks_there_and_argmax_returns_it():
     assert heatmap_argmax(target.view(1, 3, 8, 8), stride)[0, 0].tolist() == [9.5, 21.5]
 
 
-def test_part_targets_take_the_cell_centre_label_and_ignore_unannotated_people():
+def test_part_targets_take_each_cells_majority_and_ignore_unannotated_people():
     parts = torch.zeros(2, 8, 8, dtype=torch.long)
     parts[:, 4:, :4] = 3
+    parts[:, 0, 0] = 5  # one pixel of sixteen: the top-left cell stays background
+    parts[:, 1:4, 5:8] = 7  # nine of sixteen, none at the cell's top-left pixel
     batch = {"mask_parts": parts, "has_mask_parts": torch.tensor([True, False])}
     labels = part_targets(batch, (2, 2))
-    assert labels[0].tolist() == [[0, 0], [3, 0]]
+    assert labels[0].tolist() == [[0, 7], [3, 0]]
     assert (labels[1] == IGNORE).all()
 
 

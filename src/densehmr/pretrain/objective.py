@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from densehmr.pretrain.network import sample_map
+from densehmr.losses.densepose import area_fractions
+from densehmr.pretrain.network import NUM_PART_CLASSES, sample_map
 
 IGNORE = -100
 HEATMAP_SIGMA = 1.0  # Gaussian of a keypoint's target, in stride-4 cells (4 crop px)
@@ -19,9 +20,9 @@ SMOOTH_L1_BETA = 0.02  # metres: L1 beyond 2 cm
 
 
 def part_targets(batch: dict, size: tuple[int, int]) -> Tensor:
-    """(B, h, w) long: coarse part 0..14 at each stride-4 cell centre, IGNORE where unannotated."""
-    parts = batch["mask_parts"].float()[:, None]
-    labels = F.interpolate(parts, size=size, mode="nearest")[:, 0].long()
+    """(B, h, w) long: the coarse part 0..14 covering most of each stride-4 cell, IGNORE where unannotated.
+    (Nearest-neighbour resizing would read each cell's top-left pixel: a target 1.5 crop px up and left.)"""
+    labels = area_fractions(batch["mask_parts"].long(), NUM_PART_CLASSES, size).argmax(1)
     labels[~batch["has_mask_parts"].bool()] = IGNORE
     return labels
 
