@@ -3,6 +3,7 @@ mesh, which parameters each loss term trains, ablations as config, pictures, and
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -140,6 +141,14 @@ def test_uv_decoding_modes_from_config(body, batch, mode):
     assert (iuv[:, 0] >= 1).all() and (iuv[:, 1:] >= 0).all() and (iuv[:, 1:] <= 1).all()
 
 
+def test_vertexpose_foreground_is_the_mask_probability_above_the_threshold(body, batch):
+    out = build()(batch["image"])
+    out["mask_logits"] = torch.full_like(out["mask_logits"], math.log(0.35 / 0.65))  # P(person) = 0.35
+    background = build(mask_threshold=0.5).vertexpose_iuv(out, SIZE)
+    foreground = build(mask_threshold=0.3).vertexpose_iuv(out, SIZE)
+    assert (background == 0).all() and (foreground[:, 0] >= 1).all()
+
+
 def test_bad_options_are_refused(body):
     with pytest.raises(ValueError):
         build(uv_decoding="nearest")
@@ -147,6 +156,8 @@ def test_bad_options_are_refused(body):
         build(metric_scale="guess")
     with pytest.raises(ValueError):
         build(visibility_labels="all")
+    with pytest.raises(ValueError, match="mask_threshold"):
+        build(mask_threshold=0.0)
 
 
 def test_occlusion_labels_hide_the_far_side_of_the_gt_body_and_none_of_the_annotated_faces(body, batch, gt):

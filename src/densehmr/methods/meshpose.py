@@ -25,6 +25,7 @@ pixel space with the body charts (as the official evaluation renders it orthogra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -82,7 +83,7 @@ class MeshPose(BaseMethod):
         neck: str, neck_channels: int, gain: float, learn_gain: bool,  # VertexPose
         lifting_hidden: int, lifting_bins: int,  # the regression branch and what it reaches
         x_range: tuple[float, float], y_range: tuple[float, float], z_range: tuple[float, float],
-        uv_decoding: str, decode_upsample: int,  # VertexPose's DensePose
+        uv_decoding: str, decode_upsample: int, mask_threshold: float,  # VertexPose's DensePose
         visibility_labels: str,  # LW
         render_stride: int, render_sigma: float, boundary_weight: float, render_grad_to_verts: bool,
         finetune_upsampler: bool, upsampler_noise_px: float,
@@ -100,6 +101,8 @@ class MeshPose(BaseMethod):
             )
         if neck not in NECKS:
             raise ValueError(f"meshpose.neck must be one of {tuple(NECKS)}, got {neck!r}")
+        if not 0.0 < mask_threshold < 1.0:
+            raise ValueError(f"meshpose.mask_threshold must be in (0, 1), got {mask_threshold}")
         if metric_scale not in ("template", "gt_root"):
             raise ValueError(f"meshpose.metric_scale must be 'template' or 'gt_root', got {metric_scale!r}")
         self.save_hyperparameters()
@@ -118,6 +121,7 @@ class MeshPose(BaseMethod):
         )
 
         self.uv_decoding, self.decode_upsample = uv_decoding, decode_upsample
+        self.mask_logit_threshold = math.log(mask_threshold / (1.0 - mask_threshold))
         self.visibility_labels = visibility_labels
         self.render_stride, self.render_sigma, self.boundary_weight = render_stride, render_sigma, boundary_weight
         self.render_grad_to_verts, self.upsampler_noise_px = render_grad_to_verts, upsampler_noise_px
@@ -363,7 +367,8 @@ class MeshPose(BaseMethod):
 
     def vertexpose_iuv(self, out: dict, size: tuple[int, int]) -> Tensor:
         """VertexPose's DensePose (B, 3, H, W): heatmap posteriors decoded at decode_upsample x the heatmap
-        resolution inside the mask head's foreground, then brought to the crop."""
+        resolution inside the mask head's foreground (its probability above `mask_threshold`), then brought
+        to the crop."""
         if self._decoder is None or self._decoder.faces.device != self.faces_low.device:
             self._decoder = UVDecoder(self.body.lowpoly.charts).to(self.faces_low.device)
         heatmaps, mask_logits = out["heatmaps"], out["mask_logits"]
@@ -372,10 +377,10 @@ class MeshPose(BaseMethod):
         maps = []
         for i in range(heatmaps.shape[0]):  # one sample at a time bounds memory at v x grid
             logits = _resize(heatmaps[i : i + 1].float(), grid)
-            fg = _resize(mask_logits[i : i + 1].float(), grid)[:, 0] > 0
+            fg = _resize(mask_logits[i : i + 1].float(), grid)[:, 0] > self.mask_logit_threshold
             maps.append(self._decoder.decode_maps(logits, fg, self.uv_decoding))
         iuv = F.interpolate(torch.cat(maps), size=size, mode="nearest")
-        fg = _resize(mask_logits.float(), size) > 0
+        fg = _resize(mask_logits.float(), size) > self.mask_logit_threshold
         return iuv * fg
 
     # ----------------------------------------------------------------- pictures
