@@ -294,7 +294,7 @@ def test_forward_predict_shapes(batch, regression):
 
 
 def test_predict_hand_solved(batch):
-    model = _method()
+    model = _method(mask_threshold=None)
     h = w = 32
     out = {
         "part_logits": torch.zeros(4, 25, h, w),

@@ -48,7 +48,7 @@ class DenseReg(BaseMethod):
         *,
         regression: str, num_bins: int, decode: str, smooth_l1_beta: float,  # U, V
         head_width: int, head_convs: int, head_norm: str, feature_stride: int, output_resolution: str,  # the head
-        coarse_classes: int, supervision: str, mask_threshold: float | None = None,
+        coarse_classes: int, supervision: str, mask_threshold: float | None,
         **base,
     ) -> None:
         """backbone: the backbone group's node; the options: configs/method/densereg.yaml's `densereg` node;
