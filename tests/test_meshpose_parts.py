@@ -75,6 +75,19 @@ def test_neck_and_mask_head_shapes():
     assert MaskHead(12)(out).shape == (2, 1, 32, 24)
 
 
+@pytest.mark.parametrize("convs", [1, 2, 3])
+def test_mask_head_sees_one_pixel_further_per_convolution(convs):
+    torch.manual_seed(0)
+    head = MaskHead(4, hidden=6, convs=convs).eval()
+    features = torch.randn(1, 4, 15, 15, requires_grad=True)
+    head(features)[0, 0, 7, 7].backward()
+    rows, cols = torch.nonzero(features.grad.abs().sum(1)[0], as_tuple=True)
+    assert (rows.min().item(), rows.max().item()) == (7 - convs, 7 + convs)
+    assert (cols.min().item(), cols.max().item()) == (7 - convs, 7 + convs)
+    with pytest.raises(ValueError, match="at least one"):
+        MaskHead(4, convs=0)
+
+
 def test_lifting_head_maps_bins_onto_the_ranges():
     head = LiftingHead(
         5, num_vertices=7, image_size=(96, 64), hidden=4, bins=17,

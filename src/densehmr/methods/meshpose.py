@@ -83,6 +83,7 @@ class MeshPose(BaseMethod):
         neck: str, neck_channels: int, gain: float, learn_gain: bool,  # VertexPose
         lifting_hidden: int, lifting_bins: int,  # the regression branch and what it reaches
         x_range: tuple[float, float], y_range: tuple[float, float], z_range: tuple[float, float],
+        mask_head_width: int, mask_head_convs: int,  # the mask head VertexPose's DensePose is decoded inside
         uv_decoding: str, decode_upsample: int, mask_threshold: float,  # VertexPose's DensePose
         visibility_labels: str,  # LW
         render_stride: int, render_sigma: float, boundary_weight: float, render_grad_to_verts: bool,
@@ -114,7 +115,7 @@ class MeshPose(BaseMethod):
         self.vertexpose = VertexPoseHead(
             neck_channels, num_low, stride=self.backbone.out_strides[0], gain=gain, learn_gain=learn_gain
         )
-        self.mask_head = MaskHead(neck_channels, kind=neck)
+        self.mask_head = MaskHead(neck_channels, mask_head_width, kind=neck, convs=mask_head_convs)
         self.lifting = LiftingHead(
             neck_channels + self.backbone.out_channels[-1], num_low, self.image_size,
             hidden=lifting_hidden, bins=lifting_bins, x_range=x_range, y_range=y_range, z_range=z_range,

@@ -95,11 +95,16 @@ class VertexPoseHead(nn.Module):
 
 
 class MaskHead(nn.Module):
-    """Foreground logits (B, 1, h, w) from features (B, C, h, w); `kind`: its 3x3 conv, full or separable."""
+    """Foreground logits (B, 1, h, w) from features (B, C, h, w): `convs` 3x3 convolutions of `hidden`
+    channels (`kind`: full or separable), then a 1x1 to one logit."""
 
-    def __init__(self, in_channels: int, hidden: int = 64, kind: str = "standard") -> None:
+    def __init__(self, in_channels: int, hidden: int = 64, kind: str = "standard", convs: int = 1) -> None:
         super().__init__()
-        self.body = nn.Sequential(NECKS[kind](in_channels, hidden), nn.Conv2d(hidden, 1, 1))
+        if convs < 1:
+            raise ValueError(f"the mask head needs at least one 3x3 convolution, got {convs}")
+        widths = [in_channels] + [hidden] * convs
+        tower = [NECKS[kind](a, b) for a, b in zip(widths[:-1], widths[1:])]
+        self.body = nn.Sequential(*tower, nn.Conv2d(hidden, 1, 1))
 
     def forward(self, features: Tensor) -> Tensor:
         return self.body(features)
