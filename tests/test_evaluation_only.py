@@ -220,8 +220,9 @@ def test_a_declared_evaluation_only_option_leaves_training_unchanged(body, name,
 
 @pytest.mark.slow
 def test_evaluate_applies_the_option_to_the_loaded_checkpoint(body, tiny_synthetic, tmp_path, monkeypatch):
-    """`python -m densehmr.evaluate` with the option set: the checkpoint's weights, the option's decoding; the
-    mesh (which no decoding touches) scores the same either way."""
+    """`python -m densehmr.evaluate` with the option set: the checkpoint's weights, the option's decoding, also
+    where the option names today's default and the run was saved with another value; the mesh (which no
+    decoding touches) scores the same either way."""
     from densehmr.evaluate import evaluate
     from densehmr.geometry.uv_decoding import UVDecoder
     from densehmr.runs import build_method
@@ -230,7 +231,7 @@ def test_evaluate_applies_the_option_to_the_loaded_checkpoint(body, tiny_synthet
     run = tmp_path / "run"
     data = [f"data.train.0.root={tiny_synthetic / 'train'}", f"data.val.0.root={tiny_synthetic / 'val'}",
             "data.num_workers=0", "method.batch_size=2", "image_size=[64,64]", "logger=none", f"run_dir={run}"]
-    cfg = compose_train(["method=meshpose", *data])
+    cfg = compose_train(["method=meshpose", *data, "meshpose.uv_decoding=closest"])
     torch.manual_seed(0)
     ckpt = run / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
@@ -242,11 +243,15 @@ def test_evaluate_applies_the_option_to_the_loaded_checkpoint(body, tiny_synthet
     monkeypatch.setattr(UVDecoder, "decode_maps", lambda self, logits, fg, mode: decoded.append(mode) or
                         decode_maps(self, logits, fg, mode))
     scores = {}
-    for decoding in ("closest", "global_average"):
+    for decoding in ("barycentric", "global_average"):
         decoded.clear()
-        evaluate(compose_train(["method=meshpose", *data, f"meshpose.uv_decoding={decoding}", f"ckpt_path={ckpt}",
-                                f"run_id=uv_decoding_{decoding}"]))
+        overrides = ["method=meshpose", *data, f"meshpose.uv_decoding={decoding}", f"ckpt_path={ckpt}",
+                     f"run_id=uv_decoding_{decoding}"]
+        evaluate(compose_train(overrides), overrides)
         assert decoded and set(decoded) == {decoding}
         scores[decoding] = json.loads((run / f"eval-uv_decoding_{decoding}" / "metrics.json").read_text())
-    mesh = {k: v for k, v in scores["closest"].items() if k.startswith("mesh/")}
+    decoded.clear()
+    evaluate(compose_train(["method=meshpose", *data, f"ckpt_path={ckpt}", "run_id=as_saved"]))
+    assert set(decoded) == {"closest"}  # nothing named: the run's own setting, so its numbers reproduce
+    mesh = {k: v for k, v in scores["barycentric"].items() if k.startswith("mesh/")}
     assert mesh and all(scores["global_average"][k] == pytest.approx(v) for k, v in mesh.items())

@@ -10,11 +10,13 @@ command's config. The checkpoint is verified first (densehmr.checkpoints). Write
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from densehmr.checkpoints import load_checkpoint
@@ -34,13 +36,15 @@ from densehmr.train import CONFIG_DIR, check_config_groups, fail_clearly
 _OWN_KEYS = ("ckpt_path", "run_id", "run_dir", "resume")
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, float]:
+    """Test metrics of cfg.ckpt_path; overrides: the command line's (`key=value`), which win over the run's
+    config even where they equal today's defaults."""
     if not cfg.ckpt_path:
         raise ConfigError("evaluate needs ckpt_path=<path to a .ckpt>")
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise ConfigError(f"checkpoint not found: {ckpt}")
-    cfg = evaluation_config(cfg, ckpt)
+    cfg = evaluation_config(cfg, ckpt, override_keys(overrides))
     state = load_checkpoint(ckpt)["state_dict"]
     model = build_method(cfg)
     model.load_state_dict(state)
@@ -55,10 +59,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def evaluation_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
+def override_keys(overrides: Sequence[str]) -> set[str]:
+    """The dotted keys a command line sets: `++meshpose.decode_upsample=4` -> `meshpose.decode_upsample`."""
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+
+
+def evaluation_config(cfg: DictConfig, ckpt: Path, given_keys: Collection[str] = ()) -> DictConfig:
     """The config to evaluate `ckpt` under: its run's config.yaml, where the checkpoint sits in a run's
-    `checkpoints/` folder, with every setting this command changed from configs/train.yaml's defaults
-    (its overrides) set on top; else `cfg` itself."""
+    `checkpoints/` folder, with every setting this command changed from configs/train.yaml's defaults and
+    every key in given_keys (named on the command line, even at its default value) set on top; else `cfg`
+    itself. A default that changed since the run was trained does not act without being named: re-evaluating
+    a run reproduces its numbers."""
     saved = ckpt.parent.parent / "config.yaml"
     if ckpt.parent.name != "checkpoints" or not saved.is_file():
         return cfg
@@ -69,7 +80,9 @@ def evaluation_config(cfg: DictConfig, ckpt: Path) -> DictConfig:
     defaults = _flat(default_cfg)
     given = _flat(cfg)
     for key in set(defaults) | set(given):
-        if key.split(".")[0] in _OWN_KEYS or defaults.get(key, _ABSENT) == given.get(key, _ABSENT):
+        if key.split(".")[0] in _OWN_KEYS:
+            continue
+        if key not in given_keys and defaults.get(key, _ABSENT) == given.get(key, _ABSENT):
             continue
         if key in given:
             OmegaConf.update(run, key, given[key], force_add=True)
@@ -107,7 +120,8 @@ def _delete(cfg: DictConfig, key: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
-    fail_clearly(evaluate, cfg)
+    overrides = list(HydraConfig.get().overrides.task)
+    fail_clearly(lambda c: evaluate(c, overrides), cfg)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ class MaskHead(nn.Module):
         if convs < 1:
             raise ValueError(f"the mask head needs at least one 3x3 convolution, got {convs}")
         widths = [in_channels] + [hidden] * convs
-        tower = [NECKS[kind](a, b) for a, b in zip(widths[:-1], widths[1:])]
+        tower = [NECKS[kind](a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
         self.body = nn.Sequential(*tower, nn.Conv2d(hidden, 1, 1))
 
     def forward(self, features: Tensor) -> Tensor:
