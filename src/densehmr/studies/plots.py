@@ -15,11 +15,13 @@ PANELS = (
     ("mesh/pa_mpjpe", "PA-MPJPE (mm)", "densepose/gps_ap", "DensePose GPS AP (x100)"),
 )
 LABEL_OFFSETS = ((6, 6), (6, -14), (6, 18), (6, -26))
+SECOND_DENSEPOSE = "vertexpose/"  # prefix of a method's second DensePose output, drawn as a diamond beside it
 
 
 def compare_figure(methods: Mapping[str, Mapping]) -> bytes:
     """PNG bytes: one panel per PANELS entry, a labelled point per method that has both numbers, marker
-    area by parameter count; error bars where seeds give a spread."""
+    area by parameter count; error bars where seeds give a spread; a diamond at a method's second DensePose
+    output (MeshPose's VertexPose) where it has one."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on the machines this runs on
@@ -37,11 +39,20 @@ def compare_figure(methods: Mapping[str, Mapping]) -> bytes:
             if xerr or yerr:
                 ax.errorbar(x, 100 * y, xerr=xerr, yerr=None if yerr is None else 100 * yerr, fmt="none",
                             ecolor="0.6", elinewidth=1, capsize=2)
-            ax.scatter([x], [100 * y], s=20 + 12 * params_m, alpha=0.7, edgecolors="k")
+            points = ax.scatter([x], [100 * y], s=20 + 12 * params_m, alpha=0.7, edgecolors="k")
             label = f"{name} ({params_m:.1f}M)" if params_m else name
             # Staggered label offsets: methods that score alike (e.g. all 0 AP early on) stay readable.
             ax.annotate(label, (x, 100 * y), textcoords="offset points", xytext=LABEL_OFFSETS[shown % 4], fontsize=9)
             shown += 1
+            second = entry.get(SECOND_DENSEPOSE + yk)  # MeshPose's VertexPose: the same network's other DensePose
+            if second is not None:
+                if spread := entry.get(f"{SECOND_DENSEPOSE}{yk}_std"):
+                    ax.errorbar(x, 100 * second, yerr=100 * spread, fmt="none", ecolor="0.6", elinewidth=1, capsize=2)
+                ax.scatter([x], [100 * second], s=40, marker="D", alpha=0.7, edgecolors="k",
+                           color=points.get_facecolor()[0])
+                ax.annotate(f"{name}, VertexPose", (x, 100 * second), textcoords="offset points",
+                            xytext=LABEL_OFFSETS[shown % 4], fontsize=9)
+                shown += 1
         if not shown:
             ax.text(0.5, 0.5, "no method has both numbers", ha="center", va="center", transform=ax.transAxes)
         ax.margins(x=0.2, y=0.2)  # room for the labels inside the panel, clear of its title
