@@ -190,6 +190,26 @@ def test_compare_writes_means_tables_and_figure_from_finished_runs(tmp_path, mon
     assert not (runs / "meshpose" / "seed2").exists() and ": not run" in (out / "compare.md").read_text()
 
 
+def test_comparison_plot_puts_each_method_where_its_numbers_are_and_vertexpose_beside_meshpose():
+    from densehmr.studies.plots import comparison_plot
+
+    methods = {
+        "meshpose": {"latency_ms": 17.0, "densepose/gps_ap": 0.03, "vertexpose/densepose/gps_ap": 0.21,
+                     "vertexpose/densepose/gps_ap_std": 0.006, "mesh/pa_mpjpe": 113.0, "params": 22e6},
+        "densereg": {"latency_ms": 14.0, "densepose/gps_ap": 0.26, "params": 12e6},  # no mesh: first panel only
+    }
+    from matplotlib.collections import PathCollection
+
+    fig = comparison_plot(methods)
+    speed, accuracy = fig.axes
+    points = [sorted((round(float(x), 6), round(float(y), 6)) for c in ax.collections
+                     if isinstance(c, PathCollection) for x, y in c.get_offsets()) for ax in (speed, accuracy)]
+    assert points[0] == [(14.0, 26.0), (17.0, 3.0), (17.0, 21.0)]
+    assert points[1] == [(113.0, 3.0), (113.0, 21.0)]
+    assert {t.get_text() for t in speed.texts} == {"meshpose (22.0M)", "meshpose, VertexPose", "densereg (12.0M)"}
+    fig.clf()
+
+
 def test_compare_of_some_methods_keeps_the_others_rows_made_with_the_same_settings(tmp_path, monkeypatch):
     runs, out = finished_compare(tmp_path, monkeypatch)
     common = ["--seeds", "0", "1", "--out", str(out), "--runs", str(runs), "--no-progress"]

@@ -19,9 +19,20 @@ SECOND_DENSEPOSE = "vertexpose/"  # prefix of a method's second DensePose output
 
 
 def compare_figure(methods: Mapping[str, Mapping]) -> bytes:
-    """PNG bytes: one panel per PANELS entry, a labelled point per method that has both numbers, marker
-    area by parameter count; error bars where seeds give a spread; a diamond at a method's second DensePose
-    output (MeshPose's VertexPose) where it has one."""
+    """PNG bytes of `comparison_plot`."""
+    import matplotlib.pyplot as plt
+
+    fig = comparison_plot(methods)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def comparison_plot(methods: Mapping[str, Mapping]):
+    """A matplotlib Figure: one panel per PANELS entry, a labelled point per method that has both numbers,
+    marker area by parameter count; error bars where seeds give a spread; a diamond at a method's second
+    DensePose output (MeshPose's VertexPose) where it has one."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on the machines this runs on
@@ -62,10 +73,7 @@ def compare_figure(methods: Mapping[str, Mapping]) -> bytes:
     axes[0].set_title("accuracy vs speed (marker area ~ parameters)")
     axes[1].set_title("DensePose vs 3D accuracy")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
 
 
 def write_figure(path: Path, png: bytes) -> Path:
