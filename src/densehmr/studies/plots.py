@@ -20,9 +20,9 @@ SECOND_DENSEPOSE = "vertexpose/"  # prefix of a method's second DensePose output
 
 def compare_figure(methods: Mapping[str, Mapping]) -> bytes:
     """PNG bytes of `comparison_plot`."""
+    fig = comparison_plot(methods)  # first: it selects matplotlib's file-only backend
     import matplotlib.pyplot as plt
 
-    fig = comparison_plot(methods)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
