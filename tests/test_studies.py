@@ -101,6 +101,38 @@ def test_cells_record_the_commit_they_ran_and_compare_names_mixed_commits(tmp_pa
     assert commit_lines(data) == []
 
 
+def test_grid_resumes_a_training_its_command_left_unfinished_and_restarts_one_without_checkpoint(tmp_path):
+    cells = [Cell(n, "dct", ("trainer.max_steps=50",), 0, tmp_path / n) for n in ("a", "b")]
+    seen: list[Cell] = []
+
+    def killed_after_a_checkpoint(cell: Cell, log: Path) -> int:
+        seen.append(cell)
+        (cell.run_dir / "config.yaml").write_text("method: {name: dct}\n")
+        if cell.name == "a":
+            (cell.run_dir / "checkpoints").mkdir()
+            (cell.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+        return -9
+
+    run_grid(cells, runner=killed_after_a_checkpoint, progress=False)
+    first = json.loads((tmp_path / "a" / "cell.json").read_text())
+    os.utime(tmp_path / "a" / "checkpoints" / "last.ckpt", (first["started"] + 30.0,) * 2)
+    seen.clear()
+    results = run_grid(cells, runner=fake_runner({}, []), progress=False)
+    assert [r.status for r in results] == ["done", "done"]
+    resumed, restarted = (r.cell for r in results)
+    assert resumed.resume and not restarted.resume
+    assert resumed.run_args() == ["-m", "densehmr.train", "method=dct", f"resume={tmp_path / 'a'}"]
+    assert resumed.args() == cells[0].args()  # its identity: a later grid skips it
+    record = json.loads((tmp_path / "a" / "cell.json").read_text())
+    assert record["seconds_before"] == pytest.approx(30.0, abs=0.1) and record["seconds"] >= 30.0
+    assert record["git_commit"] == first["git_commit"]
+    assert compose_train(resumed.run_args()[2:]).resume == str(tmp_path / "a")
+    other = Cell("a", "dct", ("trainer.max_steps=60",), 0, tmp_path / "a")  # another command: no resumption
+    (tmp_path / "a" / "metrics.json").unlink()  # unfinished again, with its checkpoint
+    assert not run_grid([other], runner=fake_runner({}, []), progress=False)[0].cell.resume
+    assert (tmp_path / "a.replaced-1" / "checkpoints" / "last.ckpt").is_file()
+
+
 def test_grid_blocks_a_cell_without_its_checkpoint_and_fails_a_run_without_metrics(tmp_path):
     blocked = Cell("e", "meshpose", (), 0, tmp_path / "e", entry="densehmr.evaluate", requires=tmp_path / "x.ckpt")
     silent = Cell("s", "dct", (), 0, tmp_path / "s")

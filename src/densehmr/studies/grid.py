@@ -3,7 +3,8 @@
 Each cell runs in its own process (`python -m densehmr.train ...`), so a crash, an out-of-memory kill or
 a stuck CUDA context ends that cell only. A cell whose run folder already holds a complete metrics.json
 from the same command (for an evaluation: made after its checkpoint) is skipped, so running a grid again
-resumes it.
+resumes it; a training the same command left unfinished with a checkpoint continues from it
+(`train resume=<run dir>`, which resumes exactly) instead of starting over.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -53,6 +54,7 @@ class Cell:
     run_dir: Path = Path("runs/studies/cell")
     entry: str = TRAIN
     requires: Path | None = None
+    resume: bool = False  # continue the unfinished training in run_dir instead of starting it
 
     def __post_init__(self) -> None:
         # Lists are accepted; a tuple keeps the cell hashable (grids dedupe cells).
@@ -60,9 +62,15 @@ class Cell:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
 
     def args(self) -> list[str]:
-        """The command line after the interpreter."""
+        """The command line after the interpreter (the cell's identity, also when it resumes)."""
         return ["-m", self.entry, f"method={self.method}", *self.overrides, f"seed={self.seed}",
                 f"run_dir={hydra_string(self.run_dir)}"]
+
+    def run_args(self) -> list[str]:
+        """The command line that runs it now: `args()`, or the resumption of its run under its saved config."""
+        if self.resume:
+            return ["-m", self.entry, f"method={self.method}", f"resume={hydra_string(self.run_dir)}"]
+        return self.args()
 
     def command(self) -> str:
         """The command a person can paste to make this cell again."""
@@ -99,9 +107,10 @@ Runner = Callable[[Cell, Path], int]
 
 
 def subprocess_runner(cell: Cell, log_path: Path) -> int:
-    """Run the cell in a fresh Python process, stdout and stderr into `log_path`; its exit code."""
-    with open(log_path, "wb") as log:
-        return subprocess.run([sys.executable, *cell.args()], stdout=log, stderr=subprocess.STDOUT).returncode
+    """Run the cell in a fresh Python process, stdout and stderr into `log_path` (appended to when it
+    resumes); its exit code."""
+    with open(log_path, "ab" if cell.resume else "wb") as log:
+        return subprocess.run([sys.executable, *cell.run_args()], stdout=log, stderr=subprocess.STDOUT).returncode
 
 
 def read_metrics(path: Path) -> dict | None:
@@ -135,8 +144,22 @@ def is_finished(cell: Cell, record: dict | None = None) -> bool:
         cell.metrics_path.stat().st_mtime >= Path(cell.requires).stat().st_mtime)
 
 
+def resumable_seconds(cell: Cell, record: dict) -> float | None:
+    """If `cell` is a training its own command left unfinished with a checkpoint: the seconds that run had
+    spent until its newest checkpoint (0 when it never recorded its start); else None."""
+    checkpoints = list((cell.run_dir / "checkpoints").glob("*.ckpt"))
+    if cell.entry != TRAIN or record.get("args") != cell.args() or not checkpoints:
+        return None
+    if not (cell.run_dir / "config.yaml").is_file() or read_metrics(cell.metrics_path) is not None:
+        return None
+    started, earlier = record.get("started"), float(record.get("seconds_before", 0.0))
+    if not isinstance(started, int | float):
+        return earlier
+    return earlier + max(0.0, max(p.stat().st_mtime for p in checkpoints) - started)
+
+
 def _set_aside(run_dir: Path) -> Path:
-    """Move a finished run made by another command out of the way (never delete a person's results)."""
+    """Move a run that another command made out of the way (never delete a person's results)."""
     n = 1
     while (target := run_dir.with_name(f"{run_dir.name}.replaced-{n}")).exists():
         n += 1
@@ -164,15 +187,21 @@ def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 1
         return CellResult(cell, "not run")
     if cell.requires is not None and not Path(cell.requires).exists():
         return CellResult(cell, "blocked", None, tail=[f"missing {cell.requires}"])
-    if read_metrics(cell.metrics_path) is not None:
+    before = resumable_seconds(cell, recorded)
+    if before is not None:
+        cell = replace(cell, resume=True)
+    elif read_metrics(cell.metrics_path) is not None or any((cell.run_dir / "checkpoints").glob("*.ckpt")):
         _set_aside(cell.run_dir)
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     commit = git_commit()
-    record = {"name": cell.name, "command": cell.command(), "args": cell.args(), "git_commit": commit}
+    # A resumed cell keeps the commit it started at when it has one: its training is that code's.
+    commit = str(recorded.get("git_commit") or commit) if cell.resume else commit
+    record = {"name": cell.name, "command": cell.command(), "args": cell.args(), "git_commit": commit,
+              "started": time.time(), "seconds_before": round(before or 0.0, 1)}
     atomic_write_bytes(cell.run_dir / "cell.json", (json.dumps(record, indent=2) + "\n").encode())
     start = time.perf_counter()
     code = runner(cell, cell.log_path)
-    seconds = time.perf_counter() - start
+    seconds = (before or 0.0) + time.perf_counter() - start
     atomic_write_bytes(cell.run_dir / "cell.json", (json.dumps({**record, "seconds": round(seconds, 1)}, indent=2)
                                                     + "\n").encode())
     # A zero exit without metrics (e.g. killed between fit and test) is a failure too.
