@@ -32,7 +32,7 @@ from densehmr.nn.heads.pymaf_head import (
     pixels_to_normalized,
     sample_features,
 )
-from densehmr.render import translation_to_weak_perspective
+from densehmr.render import PerspectiveCamera, translation_to_weak_perspective
 
 LOSS_WEIGHTS = {"kp2d": 300.0, "kp3d": 300.0, "pose": 60.0, "betas": 0.06, "cam": 1.0, "aux_iuv": 1.0}
 # Adam at 1e-3 reaches 5x lower MPJPE in about 75 steps (217 -> 41 mm), 35 mm after 100.
@@ -233,11 +233,10 @@ def test_mesh_points_are_projections_of_the_previous_mesh(body, body_model):
         verts = prev["verts"][:, ids]
         s, txy = prev["cam"][:, None, :1], prev["cam"][:, None, 1:]
         torch.testing.assert_close(out["points"][t], s * (verts[..., :2] + txy), atol=1e-6, rtol=0)
-    # The last step's estimate is the top-level one; kp2d are its COCO joints under its camera.
+    # The last step's estimate is the top-level one.
     last = out["steps"][-1]
     torch.testing.assert_close(out["verts"], last["verts"])
-    cam = last["cam"][:, None]
-    torch.testing.assert_close(out["kp2d"], (cam[..., :1] * (last["joints_coco17"][..., :2] + cam[..., 1:]) + 1) * 32)
+    torch.testing.assert_close(out["joints_coco17"], last["joints_coco17"])
 
 
 def test_no_gradient_from_a_step_into_the_previous_estimate(body, body_model):
@@ -327,9 +326,11 @@ def test_predicting_the_gt_body_scores_near_perfect(body, small_batch):
     targets = method.targets(batch)
     cam = _gt_weak_perspective(batch, 64)
     verts = targets.verts - batch["cam_t"][:, None]
-    kp2d = (cam[:, None, :1] * (body.regressors["coco17"] @ verts)[..., :2] + cam[:, None, 1:] + 1) * 32
-    pred = method.predict({"verts": verts, "cam": cam, "kp2d": kp2d}, batch)
+    joints = body.regressors["coco17"] @ verts
+    pred = method.predict({"verts": verts, "cam": cam, "joints_coco17": joints}, batch)
     torch.testing.assert_close(pred.verts, targets.verts)
+    kp2d = (cam[:, None, :1] * (joints[..., :2] + cam[:, None, 1:]) + 1) * 32  # weak perspective, by hand
+    torch.testing.assert_close(pred.kp2d[..., :2], kp2d)
     # Weak perspective differs from the batch's strong perspective (focal = 2 crop sizes) by a few px.
     assert (kp2d - batch["kp2d"][..., :2]).norm(dim=-1).mean() < 1.0
     valid, xy = batch["dp_valid"], batch["dp_xy"].long()
@@ -341,6 +342,37 @@ def test_predicting_the_gt_body_scores_near_perfect(body, small_batch):
     method.update_metrics(pred, batch, targets)
     assert method.metrics()["mesh"].compute()["mpjpe"] < 1e-3
     assert method.metrics()["densepose"].compute()["gps_ap"] > 0.6
+
+
+def test_perspective_projection_reproduces_the_annotated_keypoints_where_weak_perspective_cannot(body, small_batch):
+    """The GT body under the GT camera, written as the estimate's weak-perspective cam: the perspective
+    projection lands on the annotated keypoints (the generator's own camera) and agrees with the weak
+    perspective on the plane of the model's origin; its 2D term of the GT body vanishes."""
+    weak, persp = (make_method("pymaf", loss_weights={"kp2d": 300.0}, channels=32, hidden=64, projection=kind)
+                   for kind in ("weak_perspective", "perspective"))
+    batch = dict(small_batch)
+    batch["cam_K"] = batch["cam_K"].clone()
+    batch["cam_K"][:, 0, 2] += 5.0  # a principal point off the crop centre
+    batch["cam_K"][:, 1, 2] -= 3.0
+    targets = persp.targets(batch)
+    cam = _gt_weak_perspective(batch, 64)
+    verts = targets.verts - batch["cam_t"][:, None]
+    joints = body.regressors["coco17"] @ verts
+    camera = PerspectiveCamera(batch["cam_K"][:, [0, 1], [0, 1]], batch["cam_K"][:, :2, 2])
+    expected = camera.project(joints + batch["cam_t"][:, None])  # the generator's camera, by hand
+    torch.testing.assert_close(persp.project(joints, cam, batch), expected, atol=1e-3, rtol=0)
+    off = (weak.project(joints, cam, batch) - expected).norm(dim=-1)
+    assert off.mean() > 0.2  # the weak perspective's floor on these crops
+    plane = torch.cat([joints[..., :2], torch.zeros_like(joints[..., 2:])], -1)
+    torch.testing.assert_close(persp.project(plane, cam, batch), weak.project(plane, cam, batch), atol=1e-3, rtol=0)
+    estimate = {"joints_coco17": joints, "cam": cam}
+    labelled = {**batch, "kp2d": torch.cat([expected, torch.ones_like(expected[..., :1])], -1)}
+    assert persp.parametric_terms(estimate, labelled, targets)["kp2d"] < 1e-8
+    assert weak.parametric_terms(estimate, labelled, targets)["kp2d"] > 1e-6
+    pred = persp.predict({"verts": verts, "cam": cam, "joints_coco17": joints}, batch)
+    torch.testing.assert_close(pred.kp2d[..., :2], expected, atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="projection"):
+        _method(projection="orthographic")
 
 
 @pytest.mark.parametrize("experiment", [None, "paper_pymaf"])

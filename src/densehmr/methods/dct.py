@@ -21,8 +21,8 @@ The network input is then the image with the encoded map stacked on its channels
 `network_input` builds, so `forward` stays a function of one tensor.
 
 Predictions (as PyMAF's): `verts` the mesh in the camera frame (the weak-perspective camera turned
-into a translation with the crop's focal length from cam_K), `kp2d` its COCO-17 keypoints projected by
-the weak-perspective camera, and `iuv` the same mesh rendered under that camera with the body's charts.
+into a translation with the crop's focal length from cam_K), `kp2d` its COCO-17 keypoints projected and
+`iuv` the same mesh rendered with the body's charts, both under the option `projection` (`hmr_base`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from densehmr.methods.base import Targets
 from densehmr.methods.hmr_base import HMRMethod, HMRTargets
 from densehmr.nn.backbones import build_backbone
 from densehmr.nn.heads.hmr_regressor import HMRRegressor
-from densehmr.render import weak_perspective_project
 
 IMAGE_CHANNELS = 3
 
@@ -114,7 +113,7 @@ class DCT(HMRMethod):
     def forward(self, image: Tensor) -> dict[str, Tensor]:
         """image (B, 3, H, W), or (B, 6, H, W) with the encoded IUV map when iuv_input, ->
         pose6d (B, 144), rotmat (B, 24, 3, 3), betas (B, 10), cam (B, 3), verts (B, V, 3) model frame
-        metres, joints_h36m17 / joints_coco17 (B, 17, 3) model frame, kp2d (B, 17, 2) crop px."""
+        metres, joints_h36m17 / joints_coco17 (B, 17, 3) model frame."""
         features = self.backbone(image[:, :IMAGE_CHANNELS])[-1].mean((2, 3))
         if self.iuv_input:
             iuv_features = self.iuv_backbone(image[:, IMAGE_CHANNELS:])[-1].mean((2, 3))
@@ -130,7 +129,6 @@ class DCT(HMRMethod):
             "verts": posed.vertices,
             "joints_h36m17": posed.joints_h36m17,
             "joints_coco17": posed.joints_coco17,
-            "kp2d": weak_perspective_project(posed.joints_coco17, est.cam, self.image_size[1]),
         }
 
     # ----------------------------------------------------------------- IUV input
@@ -165,7 +163,7 @@ class DCT(HMRMethod):
     def loss_terms(self, out: dict, batch: dict, targets: HMRTargets) -> dict[str, Tensor]:
         terms = self.parametric_terms(out, batch, targets)
         if self.active("dense"):
-            verts_2d = weak_perspective_project(out["verts"], out["cam"], self.image_size[1])
+            verts_2d = self.project(out["verts"], out["cam"], batch)
             valid = batch["dp_valid"] & batch["has_dp"][:, None]
             terms["dense"] = dense_keypoint_l1(
                 verts_2d, self.faces, batch["dp_face"], batch["dp_bary"], batch["dp_xy"], valid,

@@ -10,8 +10,8 @@ aux_uv_weight; only with pymaf.aux_iuv=true).
 Options: `feedback` mesh_aligned | grid | global (PyMAF's Table 4), `aux_iuv`, `pyramid` deconv | backbone.
 
 Predictions: `verts` the last step's mesh in the camera frame (the weak-perspective camera turned into
-a translation with the crop's focal length from cam_K), `kp2d` its COCO-17 keypoints projected by the
-weak-perspective camera, and `iuv` the same mesh rendered under that camera with the body's charts.
+a translation with the crop's focal length from cam_K), `kp2d` its COCO-17 keypoints projected and `iuv`
+the same mesh rendered with the body's charts, both under the option `projection` (`hmr_base`).
 """
 
 from __future__ import annotations

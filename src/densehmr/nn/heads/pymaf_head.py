@@ -212,14 +212,12 @@ class PyMAFHead(nn.Module):
 
     def pose_body(self, est: BodyEstimate) -> dict[str, Tensor]:
         """A step's estimate with its posed body: pose6d, betas, cam, rotmat, verts (B, V, 3) model frame,
-        joints_h36m17, joints_coco17 (B, 17, 3) and kp2d (B, 17, 2) COCO-17 crop px."""
+        joints_h36m17, joints_coco17 (B, 17, 3)."""
         rotmat = est.rotmat
         body = self.body_model(rotmat, est.betas)
-        kp2d = weak_perspective_project(body.joints_coco17, est.cam, self.image_size[1])
         return {
             "pose6d": est.pose6d, "betas": est.betas, "cam": est.cam, "rotmat": rotmat,
             "verts": body.vertices, "joints_h36m17": body.joints_h36m17, "joints_coco17": body.joints_coco17,
-            "kp2d": kp2d,
         }
 
     def forward(self, features: Sequence[Tensor]) -> dict:
