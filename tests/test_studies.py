@@ -101,7 +101,7 @@ def test_cells_record_the_commit_they_ran_and_compare_names_mixed_commits(tmp_pa
     assert commit_lines(data) == []
 
 
-def test_grid_resumes_a_training_its_command_left_unfinished_and_restarts_one_without_checkpoint(tmp_path):
+def test_grid_resumes_a_training_its_command_left_unfinished_and_restarts_one_without_checkpoint(tmp_path, monkeypatch):
     cells = [Cell(n, "dct", ("trainer.max_steps=50",), 0, tmp_path / n) for n in ("a", "b")]
     seen: list[Cell] = []
 
@@ -113,7 +113,9 @@ def test_grid_resumes_a_training_its_command_left_unfinished_and_restarts_one_wi
             (cell.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
         return -9
 
+    monkeypatch.setattr(grid, "git_commit", lambda: "aaaaaaaaaaaa")
     run_grid(cells, runner=killed_after_a_checkpoint, progress=False)
+    monkeypatch.setattr(grid, "git_commit", lambda: "bbbbbbbbbbbb")  # the code changed in between
     first = json.loads((tmp_path / "a" / "cell.json").read_text())
     os.utime(tmp_path / "a" / "checkpoints" / "last.ckpt", (first["started"] + 30.0,) * 2)
     seen.clear()
@@ -125,7 +127,8 @@ def test_grid_resumes_a_training_its_command_left_unfinished_and_restarts_one_wi
     assert resumed.args() == cells[0].args()  # its identity: a later grid skips it
     record = json.loads((tmp_path / "a" / "cell.json").read_text())
     assert record["seconds_before"] == pytest.approx(30.0, abs=0.1) and record["seconds"] >= 30.0
-    assert record["git_commit"] == first["git_commit"]
+    assert (record["git_commit"], record["resumed_at_commit"]) == ("aaaaaaaaaaaa", "bbbbbbbbbbbb")
+    assert [r.commit for r in results] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
     assert compose_train(resumed.run_args()[2:]).resume == str(tmp_path / "a")
     other = Cell("a", "dct", ("trainer.max_steps=60",), 0, tmp_path / "a")  # another command: no resumption
     (tmp_path / "a" / "metrics.json").unlink()  # unfinished again, with its checkpoint

@@ -193,10 +193,13 @@ def run_cell(cell: Cell, runner: Runner = subprocess_runner, tail_lines: int = 1
     elif read_metrics(cell.metrics_path) is not None or any((cell.run_dir / "checkpoints").glob("*.ckpt")):
         _set_aside(cell.run_dir)
     cell.run_dir.mkdir(parents=True, exist_ok=True)
-    commit = git_commit()
-    # A resumed cell keeps the commit it started at when it has one: its training is that code's.
-    commit = str(recorded.get("git_commit") or commit) if cell.resume else commit
-    record = {"name": cell.name, "command": cell.command(), "args": cell.args(), "git_commit": commit,
+    commit = now = git_commit()
+    extra = {}
+    if cell.resume and recorded.get("git_commit"):
+        # The commit it started at names the cell; one that continues under other code says so.
+        commit = str(recorded["git_commit"])
+        extra = {"resumed_at_commit": now} if now != commit else {}
+    record = {"name": cell.name, "command": cell.command(), "args": cell.args(), "git_commit": commit, **extra,
               "started": time.time(), "seconds_before": round(before or 0.0, 1)}
     atomic_write_bytes(cell.run_dir / "cell.json", (json.dumps(record, indent=2) + "\n").encode())
     start = time.perf_counter()
