@@ -99,6 +99,11 @@ def test_cells_record_the_commit_they_ran_and_compare_names_mixed_commits(tmp_pa
     assert commit_lines(data) == ["Cells ran at commit `aaaaaaaaa`, except b `bbbbbbbbb`.", ""]
     data["cells"] = statuses(results[1:])
     assert commit_lines(data) == []
+    data["cells"] = statuses(results)  # a row whose seeds ran different code names the seed
+    a_cell, b_cell = data["cells"][str(tmp_path / "a")], data["cells"][str(tmp_path / "b")]
+    data["cells"].update({"c0": {**a_cell, "name": "c"}, "c1": {**a_cell, "name": "c", "seed": 1},
+                          "a1": {**b_cell, "name": "a", "seed": 1}})
+    assert commit_lines(data) == ["Cells ran at commit `aaaaaaaaa`, except b `bbbbbbbbb`, a seed 1 `bbbbbbbbb`.", ""]
 
 
 def test_grid_resumes_a_training_its_command_left_unfinished_and_restarts_one_without_checkpoint(tmp_path, monkeypatch):

@@ -116,9 +116,15 @@ def commit_lines(data: Mapping) -> list[str]:
     """A markdown line saying which cells ran other code than most (cells re-run after a change) when the
     cells' commits differ from the study's, else none. `data`: a results json with `cells`
     (grid.statuses) and `settings.git_commit`."""
-    commits = {c["name"]: c["git_commit"] for c in data["cells"].values() if c.get("git_commit")}
-    if not set(commits.values()) - {data["settings"]["git_commit"]}:
+    cells = [c for c in data["cells"].values() if c.get("git_commit")]
+    if not {c["git_commit"] for c in cells} - {data["settings"]["git_commit"]}:
         return []
-    usual = Counter(commits.values()).most_common(1)[0][0]
-    others = ", ".join(f"{n} `{c[:9]}`" for n, c in commits.items() if c != usual)
+    usual = Counter(c["git_commit"] for c in cells).most_common(1)[0][0]
+    seeds: dict[tuple[str, str], list] = {}  # (name, commit) -> the seeds that ran it
+    for c in cells:
+        seeds.setdefault((c["name"], c["git_commit"]), []).append(c.get("seed"))
+    mixed = {n for n, _ in seeds if sum(name == n for name, _ in seeds) > 1}  # a row whose seeds ran other code
+    others = ", ".join(
+        f"{n}{' seed ' + ', '.join(map(str, sorted(s))) if n in mixed else ''} `{c[:9]}`"
+        for (n, c), s in seeds.items() if c != usual)
     return [f"Cells ran at commit `{usual[:9]}`" + (f", except {others}." if others else "."), ""]
