@@ -103,9 +103,10 @@ class HMRMethod(BaseMethod):
         """Screen vertices (B, N, 3) for rasterizing: crop px and a depth that grows away from the camera."""
         if self.projection == "weak_perspective":
             return weak_perspective_to_screen(points, cam, self.image_size[1])
-        camera_frame = points + self.camera_translation(cam, batch)[:, None]
+        focal, principal = self.crop_camera(batch)
+        camera_frame = points + crop_translation(cam, focal, principal, self.image_size)[:, None]
         depth = camera_frame[..., 2:].clamp(min=MIN_DEPTH_M)
-        return PerspectiveCamera(*self.crop_camera(batch)).to_screen(torch.cat([camera_frame[..., :2], depth], -1))
+        return PerspectiveCamera(focal, principal).to_screen(torch.cat([camera_frame[..., :2], depth], -1))
 
     def crop_camera(self, batch: dict) -> tuple[Tensor, Tensor]:
         """Focal (B, 2) and principal point (B, 2) crop px of each crop's camera: the sample's own, else a
@@ -143,11 +144,11 @@ class HMRMethod(BaseMethod):
         n = min(PICTURE_SAMPLES, batch["image"].shape[0])
         gt = self.picture_gt_iuv(batch, targets, n)
         inputs = self.input_maps(batch, targets)
+        cameras = {key: value[:n] for key, value in batch.items() if key in ("cam_K", "has_cam")}
+        screens = self.to_screen(out["verts"][:n].float(), out["cam"][:n].float(), cameras)
         rows = []
         for i in range(n):
             image = denormalize_image(batch["image"][i, :3])
-            one = {key: value[i : i + 1] for key, value in batch.items() if key in ("cam_K", "has_cam")}
-            screen = self.to_screen(out["verts"][i : i + 1].float(), out["cam"][i : i + 1].float(), one)
             panels = [image, iuv_to_rgb(gt[i]), *(iuv_to_rgb(m[i]) for m in inputs), iuv_to_rgb(pred.iuv[i])]
-            rows.append(side_by_side([*panels, mesh_overlay(image, screen[0], self.faces)]))
+            rows.append(side_by_side([*panels, mesh_overlay(image, screens[i], self.faces)]))
         return {"iuv_mesh": np.concatenate(rows, axis=0)}
