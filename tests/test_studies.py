@@ -309,6 +309,24 @@ def test_ablation_tables_from_fake_runs(tmp_path):
     assert "## PyMAF Table 5" in md
     assert "| pymaf.aux_iuv=true | 5.0 ± 7.1 | 110.0 ± 14.1 |" in md
     assert "| pymaf.aux_iuv=false | 5.0 ± 7.1 | 110.5 ± 0.7 |" in md
+    # Each method's own steps, as compare records them: not the steps of one composition for every table.
+    data = json.loads((out / "ablation.json").read_text())
+    cpu_steps = {m: int(compose_train([f"method={m}"]).method.cpu_steps) for m in METRICS}
+    assert data["settings"]["max_steps"] == cpu_steps and "max_steps" not in data["settings"]["trainer"]
+    assert f"Training steps (batch size) per method: pymaf {cpu_steps['pymaf']} (16)." in md
+    assert f"steps meshpose {cpu_steps['meshpose']}, pymaf {cpu_steps['pymaf']}" in report.report({"ablation": data})
+
+
+def test_results_are_kept_only_where_each_methods_own_steps_agree():
+    from densehmr.studies.keep import same_settings
+
+    base = {"trainer": {"precision": "bf16-mixed"}, "overrides": ["logger=csv"],
+            "max_steps": {"meshpose": 1000, "dct": 2000}, "batch_size": {"meshpose": 16, "dct": 16}}
+    assert same_settings(base, {**base, "overrides": ["logger=csv", "logger=csv"]})
+    assert not same_settings(base, {**base, "max_steps": {"meshpose": 1000, "dct": 1500}})
+    assert not same_settings(base, {**base, "batch_size": {"meshpose": 32, "dct": 16}})
+    # A method one file does not record is not compared: a file of MeshPose alone keeps DCT's rows.
+    assert same_settings(base, {**base, "max_steps": {"meshpose": 1000}, "batch_size": {"meshpose": 16}})
 
 
 def test_ablation_of_some_tables_keeps_the_others_and_the_report_names_their_command(tmp_path):

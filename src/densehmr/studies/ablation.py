@@ -23,12 +23,14 @@ from pathlib import Path
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from densehmr.methods.registry import method_names
 from densehmr.studies.common import (
     canonical_overrides,
     compose_train,
     config_error,
     git_commit,
     invocation,
+    method_budgets,
     parse_study_args,
     run_settings,
     write_json,
@@ -37,7 +39,15 @@ from densehmr.studies.common import (
 from densehmr.studies.grid import EVALUATE, Cell, CellResult, hydra_string, read_metrics, run_grid, statuses, timing
 from densehmr.studies.keep import keep_parts, kept_lines, read_previous
 from densehmr.studies.sweep import SWEEPS_DIR, evaluation_only, expand_grid, load_sweep, override, parameter_values
-from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
+from densehmr.studies.tables import (
+    METRIC_COLUMNS,
+    aggregate,
+    budget_lines,
+    commit_lines,
+    markdown_table,
+    unfinished_lines,
+    wall_time,
+)
 
 STUDIES = ("meshpose_losses", "meshpose_uv_decoding", "vertexpose_vs_densereg", "pymaf_feedback", "pymaf_aux_iuv",
            "dct_dense", "densereg_regression", "densereg_decode")
@@ -187,7 +197,9 @@ def markdown(data: Mapping) -> str:
     lines = ["# Ablations", "", written, "", *commit_lines(data), *kept_lines(data, "tables"),
              f"Shared overrides: `{' '.join(s['overrides'])}`; backbone {s['backbone']}, crops "
              f"{s['image_size'][0]}×{s['image_size'][1]}. Mean ± standard deviation over the seeds listed (± only "
-             "with more than one seed); AP ×100, errors in mm, — where the method has no such output.", ""]
+             "with more than one seed); AP ×100, errors in mm, — where the method has no such output.", "",
+             *budget_lines(s, dict.fromkeys(row["method"] for entry in data["studies"].values()
+                                            for row in entry["rows"].values()))]
     for study, entry in data["studies"].items():
         seeds = sorted({seed for row in entry["rows"].values() for seed in row["seeds"]})
         rows = [(label + (EVALUATED if row.get("evaluation_only") else ""), row)
@@ -228,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": invocation("densehmr.studies.ablation", argv),
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {**run_settings(compose_train(["method=meshpose", *shared])), "overrides": shared,
-                     "git_commit": commit},
+                     "git_commit": commit,
+                     **method_budgets({m: compose_train([f"method={m}", *shared]) for m in method_names()})},
         "studies": study_results(tables, results, studies),
         "cells": records,
     }

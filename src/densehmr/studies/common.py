@@ -10,7 +10,7 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -43,17 +43,25 @@ def canonical_overrides(method: str, overrides: Sequence[str], shared: Sequence[
 
 def run_settings(cfg: DictConfig) -> dict:
     """The settings a comparison holds fixed, read from a composed config (not from the command line, so
-    that defaults are recorded too)."""
+    that defaults are recorded too). The steps and batch size are each method's own: `method_budgets`."""
     trainer = cfg.trainer
     return {
         "image_size": list(cfg.image_size),
         "backbone": cfg.backbone.name,
         "data_train": [str(d.root) for d in cfg.data.train],
         "data_val": [str(d.root) for d in cfg.data.val],
-        "trainer": {k: trainer.get(k) for k in ("accelerator", "devices", "max_steps", "max_epochs", "max_time",
-                                                 "precision") if k in trainer},
+        "trainer": {k: trainer.get(k) for k in ("accelerator", "devices", "max_epochs", "max_time", "precision")
+                    if k in trainer},
         "logger": cfg.logger.get("_target_") if cfg.get("logger") else None,
     }
+
+
+def method_budgets(configs: Mapping[str, DictConfig]) -> dict[str, dict[str, int | None]]:
+    """Each method's steps and batch size from its composed config, as {"max_steps": {method: n},
+    "batch_size": {method: n}}: the CPU default fits every method's steps to one wall-clock budget
+    (configs/method/*.yaml, cpu_steps), so they differ between methods and are recorded per method."""
+    return {"max_steps": {m: cfg.trainer.get("max_steps") for m, cfg in configs.items()},
+            "batch_size": {m: int(cfg.method.batch_size) for m, cfg in configs.items()}}
 
 
 def git_commit() -> str:

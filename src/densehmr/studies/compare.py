@@ -27,6 +27,7 @@ from densehmr.studies.common import (
     config_error,
     git_commit,
     invocation,
+    method_budgets,
     parse_study_args,
     run_settings,
     write_json,
@@ -34,13 +35,18 @@ from densehmr.studies.common import (
 )
 from densehmr.studies.grid import Cell, is_finished, run_grid, statuses, timing
 from densehmr.studies.keep import SETTINGS, keep_parts, kept_lines, read_previous
-from densehmr.studies.tables import METRIC_COLUMNS, aggregate, commit_lines, markdown_table, unfinished_lines, wall_time
+from densehmr.studies.tables import (
+    METRIC_COLUMNS,
+    aggregate,
+    budget_lines,
+    commit_lines,
+    markdown_table,
+    unfinished_lines,
+    wall_time,
+)
 
 # Grid runs log to CSV: an offline W&B run per cell costs startup time and disk (`logger=wandb` to change).
 DEFAULT_OVERRIDES = ("logger=csv",)
-# Settings each method has its own of: the CPU default gives every method the same wall-clock budget, so
-# its steps differ (configs/method/*.yaml, cpu_steps); recorded per method, not compared between them.
-PER_METHOD = ("max_steps", "batch_size")
 COLUMNS = (
     *(c for c in METRIC_COLUMNS if c[1] != "vertexpose/densepose/gpsm_ap"),
     ("params (M)", "params", "params"),
@@ -87,28 +93,16 @@ def method_results(cells: Mapping[str, Mapping], measures: Mapping[str, Mapping]
 
 
 def keep_previous(data: dict, previous: Mapping | None, trained: Sequence[str]) -> list[str]:
-    """Add to `data` the rows (and steps and batch sizes) of the methods in an earlier compare.json that this run did
-    not train, made with the same settings and seeds (`densehmr.studies.keep`); the rows in registry order."""
+    """Add to `data` the rows of the methods in an earlier compare.json that this run did not train, made with the
+    same settings, steps and seeds (`densehmr.studies.keep`); the rows in registry order."""
     if previous is None:
         return []
     others = [m for m in method_names() if m in previous["methods"] and m not in trained]
     cells = {m: [k for k, c in previous["cells"].items() if c["name"] == m] for m in others}
     kept = keep_parts(data, previous, "methods", others, cells, (*SETTINGS, "seeds"))
-    for key in PER_METHOD:
-        earlier = previous["settings"].get(key, {})
-        data["settings"][key].update({m: earlier[m] for m in kept if m in earlier})
     order = {m: i for i, m in enumerate(method_names())}
     data["methods"] = dict(sorted(data["methods"].items(), key=lambda kv: order.get(kv[0], len(order))))
     return kept
-
-
-def budget_lines(settings: Mapping) -> list[str]:
-    """The steps and batch size each method trained with (a paragraph; none for older files)."""
-    steps, batch = settings.get("max_steps", {}), settings.get("batch_size", {})
-    if not steps:
-        return []
-    return ["Training steps (batch size) per method: "
-            + ", ".join(f"{m} {steps[m]} ({batch.get(m, '?')})" for m in steps) + ".", ""]
 
 
 def markdown(data: Mapping) -> str:
@@ -124,7 +118,7 @@ def markdown(data: Mapping) -> str:
         f"{trainer}, seeds {', '.join(map(str, s['seeds']))}, train data {', '.join(s['data_train'])}, evaluated "
         f"on {', '.join(s['data_val'])}; overrides: `{' '.join(s['overrides']) or 'none'}`.",
         "",
-        *budget_lines(s),
+        *budget_lines(s, data["methods"]),
         "Mean ± standard deviation over seeds (± only with more than one seed). AP ×100; MPJPE, PA-MPJPE and PVE "
         "in mm; — where a method has no such output. Latency: median of batch-1 forwards on CPU "
         f"({s.get('latency_threads', '?')} torch threads), measured after training, on a shared machine.",
@@ -155,7 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return config_error(err)
     seeds = args.seeds if args.seeds is not None else [int(next(iter(configs.values())).seed)]
     settings = {m: run_settings(cfg) for m, cfg in configs.items()}
-    max_steps = {m: s["trainer"].pop("max_steps", None) for m, s in settings.items()}
     if len({str(v) for v in settings.values()}) > 1:
         print(f"warning: the methods' settings differ: {settings}", file=sys.stderr)
 
@@ -173,8 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "written": dt.datetime.now().isoformat(timespec="seconds"),
         "settings": {
             **settings[args.methods[0]], "overrides": shared, "seeds": seeds, "git_commit": commit,
-            "max_steps": max_steps,
-            "batch_size": {m: int(cfg.method.batch_size) for m, cfg in configs.items()},
+            # every method's, so that rows kept from an earlier file are checked against them too
+            **method_budgets({m: configs.get(m) or compose_train([f"method={m}", *shared]) for m in method_names()}),
             "latency_threads": next(iter(measures.values()))["latency_threads"],
         },
         "methods": method_results(cell_records, measures),

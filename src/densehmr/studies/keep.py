@@ -17,6 +17,8 @@ from pathlib import Path
 # What must agree for parts of two runs to sit in one results file; the overrides are compared as Hydra
 # applies them.
 SETTINGS = ("image_size", "backbone", "data_train", "data_val", "trainer")
+# Settings each method has its own of (`densehmr.studies.common.method_budgets`): compared per method.
+PER_METHOD = ("max_steps", "batch_size")
 
 
 def override_values(overrides: Sequence[str]) -> dict[str, str]:
@@ -25,7 +27,11 @@ def override_values(overrides: Sequence[str]) -> dict[str, str]:
 
 
 def same_settings(a: Mapping, b: Mapping, keys: Sequence[str] = SETTINGS) -> bool:
-    return (all(a.get(k) == b.get(k) for k in keys)
+    """Both settings agree on `keys`, on the overrides, and on the steps and batch size of every method
+    both record."""
+    per_method = all(x[m] == y[m] for k in PER_METHOD for x, y in [(a.get(k) or {}, b.get(k) or {})]
+                     for m in x.keys() & y.keys())
+    return (per_method and all(a.get(k) == b.get(k) for k in keys)
             and override_values(a.get("overrides", ())) == override_values(b.get("overrides", ())))
 
 

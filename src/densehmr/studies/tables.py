@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from densehmr.run_record import STOPPED_BY, TRUNCATED
 
@@ -128,3 +128,13 @@ def commit_lines(data: Mapping) -> list[str]:
         f"{n}{' seed ' + ', '.join(map(str, sorted(s))) if n in mixed else ''} `{c[:9]}`"
         for (n, c), s in seeds.items() if c != usual)
     return [f"Cells ran at commit `{usual[:9]}`" + (f", except {others}." if others else "."), ""]
+
+
+def budget_lines(settings: Mapping, methods: Iterable[str]) -> list[str]:
+    """A paragraph giving the steps and batch size each of `methods` trained with; none for files from before
+    they were recorded per method."""
+    steps, batch = settings.get("max_steps"), settings.get("batch_size", {})
+    if not isinstance(steps, Mapping):
+        return []
+    return ["Training steps (batch size) per method: "
+            + ", ".join(f"{m} {steps[m]} ({batch.get(m, '?')})" for m in methods if m in steps) + ".", ""]
