@@ -111,8 +111,9 @@ def test_lifting_head_maps_bins_onto_the_ranges():
 def test_lifting_head_reaches_what_the_official_fusion_reaches():
     """MeshPoseBranchFusion at its 288 x 384 crop (72 x 96 heatmap, stride 4, 64 bins): a branch
     output X = (soft-argmax bin in 0..63) * 96 / 64 becomes x = 3 * 96 / 64 * X - 96 heatmap px, y = 4 *
-    72 / 64 * Y - 72, z = 4 * 72 / 64 * Z - 2 * 72, times 4 for crop px. The ranges are the config's."""
-    options = OmegaConf.load(CONFIGS / "method" / "meshpose.yaml").meshpose
+    72 / 64 * Y - 72, z = 4 * 72 / 64 * Z - 2 * 72, times 4 for crop px. The ranges are those of
+    experiment=paper_meshpose."""
+    options = OmegaConf.load(CONFIGS / "experiment" / "paper_meshpose.yaml").meshpose
     h, w, bins = 384, 288, 64
     head = LiftingHead(5, num_vertices=3, image_size=(h, w), hidden=4, bins=bins, x_range=options.x_range,
                        y_range=options.y_range, z_range=options.z_range).eval()
