@@ -54,12 +54,31 @@ def test_make_train_builds_the_module_the_unit_tests_build(name):
     ("override", "option", "value"),
     [("meshpose.uv_decoding=closest", "uv_decoding", "closest"),
      ("densereg.regression=quantized", "regression", "quantized"),
-     ("pymaf.aux_iuv=false", "aux_iuv", False), ("dct.dense_weight=0", "dense_weight", 0)],
+     ("pymaf.aux_iuv=true", "aux_iuv", True), ("dct.dense_weight=0", "dense_weight", 0)],
 )
 def test_option_overrides_reach_the_module(override, option, value):
     name = override.split(".")[0]
     model = make_method(name, override, seed=None, **({"channels": 8, "hidden": 16} if name == "pymaf" else {}))
     assert model.hparams[option] == value
+
+
+# What each paper trains with where the CPU default departs from it (configs/method/<name>.yaml says why):
+# PyMAF (ICCV 2021) and DCT (BMVC 2020) as their papers and official trainers state them.
+PAPER_SETTINGS = {
+    "pymaf": {"pymaf.projection": "weak_perspective", "pymaf.aux_iuv": True, "optimizer.lr": 5e-5,
+              "method.module.loss_weights.kp2d": 300.0, "method.module.loss_weights.kp3d": 300.0,
+              "method.module.loss_weights.pose": 60.0, "method.module.loss_weights.betas": 0.06},
+    "dct": {"dct.projection": "weak_perspective", "optimizer.lr": 1e-4, "method.module.loss_weights.kp2d": 10.0,
+            "method.module.loss_weights.kp3d": 10.0, "method.module.loss_weights.pose": 10.0},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_SETTINGS))
+def test_the_paper_experiment_restores_what_the_cpu_default_changes(name):
+    paper = method_config(name, f"experiment=paper_{name}")
+    default = method_config(name)
+    assert {k: OmegaConf.select(paper, k) for k in PAPER_SETTINGS[name]} == PAPER_SETTINGS[name]
+    assert any(OmegaConf.select(default, k) != v for k, v in PAPER_SETTINGS[name].items())
 
 
 def test_an_option_set_under_method_module_is_refused_in_one_line():
