@@ -54,7 +54,7 @@ def test_make_train_builds_the_module_the_unit_tests_build(name):
     ("override", "option", "value"),
     [("meshpose.uv_decoding=closest", "uv_decoding", "closest"),
      ("densereg.regression=quantized", "regression", "quantized"),
-     ("pymaf.aux_iuv=true", "aux_iuv", True), ("dct.dense_weight=0", "dense_weight", 0)],
+     ("pymaf.aux_iuv=false", "aux_iuv", False), ("dct.dense_weight=0", "dense_weight", 0)],
 )
 def test_option_overrides_reach_the_module(override, option, value):
     name = override.split(".")[0]
