@@ -63,7 +63,7 @@ def test_option_overrides_reach_the_module(override, option, value):
 
 
 # What each paper trains with where the CPU default departs from it (configs/method/<name>.yaml says why):
-# PyMAF (ICCV 2021) and DCT (BMVC 2020) as their papers and official trainers state them.
+# PyMAF's and DCT's as their papers and official trainers state them.
 PAPER_SETTINGS = {
     "pymaf": {"pymaf.projection": "weak_perspective", "pymaf.aux_iuv": True, "optimizer.lr": 5e-5,
               "method.module.loss_weights.kp2d": 300.0, "method.module.loss_weights.kp3d": 300.0,
